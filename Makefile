@@ -1,0 +1,45 @@
+# `make run` and `make test` each do the whole setup on a fresh machine.
+# The stamp files make the second run fast: setup repeats only when the
+# dependency lists change.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+HTMX := webapp/static/vendor/htmx.min.js
+
+.PHONY: run test setup browser clean bench
+
+run: setup
+	$(VENV)/bin/gunicorn --config webapp/gunicorn_conf.py wsgi:app
+
+test: setup browser
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) -m bench.pipeline
+
+setup: $(VENV)/.stamp $(HTMX)
+
+# torch and torchvision are pinned here (not in pyproject) because these exact
+# builds install from this machine's disk; other versions download gigabytes.
+$(VENV)/.stamp: pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet torch==2.14.1 torchvision==0.29.1
+	$(PIP) install --quiet -e '.[dev]'
+	touch $@
+
+# htmx comes from the npm registry, pinned by package-lock.json, and is served
+# from our own static folder: the page never asks a CDN for anything.
+$(HTMX): package.json package-lock.json
+	npm ci --no-audit --no-fund --ignore-scripts
+	mkdir -p $(dir $(HTMX))
+	cp node_modules/htmx.org/dist/htmx.min.js $(HTMX)
+
+# The browser tests drive Debian's Chromium; Playwright never downloads one.
+browser:
+	@test -x /usr/bin/chromium || (apt-get update -q && apt-get install -y -q chromium chromium-driver)
+
+clean:
+	rm -rf $(VENV) node_modules webapp/static/vendor

@@ -1,0 +1,52 @@
+"""Dermatology, the default clinical app: skin photos, a lesion localizer, the skin-condition bank.
+
+It brings no model of its own: classification and heatmaps come from the
+MedSigLIP plugin, named in the ClinicalApp record below.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from webapp import hookimpl
+from webapp.interfaces import ClinicalApp
+from webapp.prompt_bank import load_prompt_bank
+
+PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
+
+
+@hookimpl
+def register_clinical_apps(config):
+    return [
+        ClinicalApp(
+            name="dermatology",
+            title="Skin (dermatology)",
+            bank="dermatology",
+            classifier="medsiglip",
+            explainer="medsiglip-gradcam",
+            detector="yolo" if config.get("LESION_WEIGHTS") else "classical",
+            subject="lesion",
+            disclaimer=(
+                "PrivaScan is a triage aid, not a diagnosis. It can miss cancers and can raise false alarms, "
+                "and it was mostly trained on lighter skin. Have a doctor or dermatologist look at any spot that "
+                "is new, changing, bleeding, itching or that worries you."
+            ),
+        )
+    ]
+
+
+@hookimpl
+def register_prompt_banks(config):
+    return [load_prompt_bank(PROMPTS / "dermatology.toml")]
+
+
+@hookimpl
+def register_detectors(config):
+    from .localizer import ClassicalLesionLocalizer
+
+    detectors = [ClassicalLesionLocalizer()]
+    if config.get("LESION_WEIGHTS"):
+        from .yolo_detector import YoloLesionDetector
+
+        detectors.append(YoloLesionDetector(config["LESION_WEIGHTS"]))
+    return detectors

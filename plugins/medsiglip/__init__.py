@@ -1,0 +1,26 @@
+"""MedSigLIP plugin: a zero-shot classifier and its Grad-CAM explainer.
+
+Kept apart from the dermatology plugin because other modalities (chest X-ray)
+reuse the same classifier with their own prompt bank. Importing this package and
+constructing its objects is cheap: weights load later, in ``load()``, which the
+core runs in a background thread.
+"""
+
+from webapp.hookspecs import hookimpl
+
+from .classifier import MedSigLIPClassifier
+from .gradcam import MedSigLIPGradCAM
+
+__all__ = ["MedSigLIPClassifier", "MedSigLIPGradCAM", "register_classifiers", "register_explainers"]
+
+
+@hookimpl
+def register_classifiers(config):
+    """The MedSigLIP classifier for ``config["MODEL"]`` (hub id or local folder)."""
+    return [MedSigLIPClassifier(config["MODEL"], token=config.get("HF_TOKEN"))]
+
+
+@hookimpl
+def register_explainers(config):
+    """Grad-CAM over MedSigLIP's vision tower."""
+    return [MedSigLIPGradCAM()]

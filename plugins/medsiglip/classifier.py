@@ -1,0 +1,424 @@
+"""Zero-shot MedSigLIP classifier: a crop scored against a prompt bank.
+
+The text tower runs once per (bank, template set) at start-up; the averaged,
+normalised class embeddings are cached in memory and the text tower is then
+released, so a request runs the vision tower only. The maths is SigLIP's:
+logits = exp(logit_scale) * cos(image, text) + logit_bias, softmax over the bank
+for ranking (the bias cancels there but is kept so logits match the model's).
+
+torch and transformers are imported inside methods so that importing the plugin
+(and constructing the classifier) stays cheap; the core calls ``load()`` in a
+background thread.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+from PIL import Image
+
+from webapp.interfaces import ModelUnavailable, PromptBank, Scores, TemplateSet
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "google/medsiglip-448"
+HUB_PAGE = "https://huggingface.co/google/medsiglip-448"
+TEXT_MAX_LENGTH = 64  # MedSigLIP's text context; prompts are padded to it, as in training
+TEXT_BATCH = 64  # prompts per text-tower call at start-up (bounds activation memory)
+_TRUE = {"1", "ON", "YES", "TRUE"}
+
+
+class TextTowerReleased(ModelUnavailable):
+    """A bank needs text embeddings that were not prepared before the text tower was released."""
+
+
+def hub_offline() -> bool:
+    """Whether the hub must not be contacted (read at call time, unlike huggingface_hub's constant)."""
+    from huggingface_hub import constants
+
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(name, "").strip().upper() in _TRUE:
+            return True
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def pick_device() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pad_to_square(image: Image.Image, fill: tuple[int, int, int] = (0, 0, 0)) -> Image.Image:
+    """Centre the image on a black square (Google pads before resizing, "as in training")."""
+    image = image.convert("RGB")
+    width, height = image.size
+    if width == height:
+        return image
+    side = max(width, height)
+    square = Image.new("RGB", (side, side), fill)
+    square.paste(image, ((side - width) // 2, (side - height) // 2))
+    return square
+
+
+def build_scores(condition_ids: Sequence[str], logits: "torch.Tensor", similarities: "torch.Tensor") -> Scores:
+    """One row of logits and cosines (1-D tensors, bank order) as the core's ``Scores``."""
+    import torch
+
+    logits64 = logits.detach().to("cpu", torch.float64).reshape(-1)
+    return Scores(
+        condition_ids=list(condition_ids),
+        logits=logits64.numpy(),
+        probabilities=logits64.softmax(-1).numpy(),
+        similarities=similarities.detach().to("cpu", torch.float64).reshape(-1).numpy(),
+    )
+
+
+def load_failure(exc: BaseException, model: str, *, offline: bool, have_token: bool) -> ModelUnavailable:
+    """Translate a loading exception (hub, transformers, OS) into a reason and advice a clinic can act on."""
+    from huggingface_hub import errors as hub_errors
+
+    chain = []
+    seen = exc
+    while seen is not None and len(chain) < 10:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+
+    def find(kind):
+        return next((e for e in chain if isinstance(e, kind)), None)
+
+    alternatives = "or set MODEL to a folder holding a downloaded copy"
+    if find(hub_errors.GatedRepoError) is not None:
+        if not have_token:
+            return ModelUnavailable(
+                f"{model} is gated and no Hugging Face token is set.",
+                f"Accept the Health AI Developer Foundations (HAI-DEF) terms at {HUB_PAGE} with your "
+                f"Hugging Face account, create a read token and set HF_TOKEN to it; {alternatives}.",
+            )
+        return ModelUnavailable(
+            f"The Hugging Face token in use has no access to the gated model {model}.",
+            f"Sign in with the account the token belongs to, accept the HAI-DEF terms at {HUB_PAGE} "
+            f"and restart; {alternatives}.",
+        )
+    if find(hub_errors.RepositoryNotFoundError) is not None:
+        return ModelUnavailable(
+            f"No model called {model} was found on the Hugging Face hub.",
+            f"Check the MODEL setting (default {DEFAULT_MODEL}); {alternatives}.",
+        )
+    http = find(hub_errors.HfHubHTTPError)
+    status = getattr(getattr(http, "response", None), "status_code", None)
+    if status == 401:
+        return ModelUnavailable(
+            "The Hugging Face token was refused (401).",
+            f"Create a new read token, set HF_TOKEN to it and restart; {alternatives}.",
+        )
+    if find(hub_errors.LocalEntryNotFoundError) is not None or find(hub_errors.OfflineModeIsEnabled) is not None:
+        if offline:
+            return ModelUnavailable(
+                f"Offline mode (HF_HUB_OFFLINE) is on and {model} is not in the local Hugging Face cache.",
+                "Download the model once with network access (after accepting the HAI-DEF terms), "
+                f"{alternatives}, or unset HF_HUB_OFFLINE.",
+            )
+        return ModelUnavailable(
+            f"The Hugging Face hub could not be reached and {model} is not in the local cache.",
+            f"Check this server's network or proxy settings and restart; {alternatives}.",
+        )
+    if find(hub_errors.HFValidationError) is not None:
+        return ModelUnavailable(
+            f"{model} is neither an existing folder nor a valid hub model id.",
+            f"Set MODEL to {DEFAULT_MODEL} or to a folder holding a downloaded copy.",
+        )
+    message = str(exc)
+    if "safetensors" in message and "does not appear to have" in message:
+        return ModelUnavailable(
+            f"{model} has no safetensors weights; PrivaScan does not load pickled weights.",
+            f"Use the official {DEFAULT_MODEL} files, which include model.safetensors.",
+        )
+    if isinstance(exc, (ValueError, KeyError)) and ("model_type" in message or "Unrecognized" in message):
+        return ModelUnavailable(
+            f"{model} is not a SigLIP model.",
+            f"Set MODEL to {DEFAULT_MODEL} or to a folder holding a downloaded copy of it.",
+        )
+    if find(MemoryError) is not None or "out of memory" in message.lower():
+        return ModelUnavailable(
+            f"Not enough memory to load {model}.",
+            "MedSigLIP needs about 4 GB of free memory while loading (2 GB afterwards); "
+            "close other programs or use a larger machine.",
+        )
+    return ModelUnavailable(
+        f"{model} could not be loaded ({type(exc).__name__}).",
+        "The server log has the details; check the MODEL and HF_TOKEN settings.",
+    )
+
+
+class MedSigLIPClassifier:
+    """MedSigLIP (or any SigLIP checkpoint) used zero-shot against a prompt bank."""
+
+    name = "medsiglip"
+
+    def __init__(self, model_id_or_path: str = DEFAULT_MODEL, token: str | None = None, device: str | None = None):
+        self.model_id_or_path = str(model_id_or_path or DEFAULT_MODEL)
+        self.token = token or None
+        self.requested_device = device
+        self.device: str | None = None
+        self.model = None
+        self.processor = None
+        self._scale = None
+        self._logit_bias = None
+        # (bank key, template set id) -> (condition ids, (n_conditions, d) unit-norm tensor)
+        self._text_cache: dict[tuple[str, str], tuple[tuple[str, ...], "torch.Tensor"]] = {}
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------------ loading
+    @property
+    def is_loaded(self) -> bool:
+        return self.model is not None
+
+    @property
+    def text_tower_released(self) -> bool:
+        return self.model is not None and self.model.text_model is None
+
+    def load(self) -> None:
+        """Load weights and processor; every failure becomes a ``ModelUnavailable`` a user can act on."""
+        with self._lock:
+            if self.model is not None:
+                return
+            source, local = self._resolve_source()
+            offline = hub_offline()
+            kwargs = {} if local else {"token": self.token, "local_files_only": offline}
+            try:
+                import torch
+                from transformers import AutoConfig, AutoModel, AutoProcessor
+
+                # The config is a few KB: check the architecture before fetching gigabytes.
+                config = AutoConfig.from_pretrained(source, **kwargs)
+                if getattr(config, "model_type", None) != "siglip":
+                    raise ModelUnavailable(
+                        f"{self.model_id_or_path} is a '{getattr(config, 'model_type', 'unknown')}' model, not SigLIP.",
+                        f"Set MODEL to {DEFAULT_MODEL} or to a folder holding a downloaded copy of it.",
+                    )
+                device = self.requested_device or pick_device()
+                model = AutoModel.from_pretrained(source, use_safetensors=True, dtype=torch.float32, **kwargs)
+                processor = AutoProcessor.from_pretrained(source, **kwargs)
+                if not hasattr(model, "get_image_features") or not hasattr(processor, "image_processor"):
+                    raise ModelUnavailable(
+                        f"{self.model_id_or_path} does not load as a SigLIP image-text model.",
+                        f"Set MODEL to {DEFAULT_MODEL} or to a folder holding a downloaded copy of it.",
+                    )
+                # Inference only: no parameter needs a gradient (the explainer re-enables
+                # the last vision layer and head, the only ones Grad-CAM needs).
+                model.requires_grad_(False)
+                model.to(device).eval()
+            except ModelUnavailable:
+                raise
+            except Exception as exc:  # noqa: BLE001 - every failure is translated for the user
+                log.warning("Could not load %s", self.model_id_or_path, exc_info=True)
+                raise load_failure(exc, self.model_id_or_path, offline=offline, have_token=self._have_token()) from exc
+            self.model, self.processor, self.device = model, processor, device
+            self._scale = model.logit_scale.detach().clone().exp()  # exp(t'), as SigLIP applies it
+            self._logit_bias = model.logit_bias.detach().clone()
+            self._text_cache.clear()
+
+    def _resolve_source(self) -> tuple[str, bool]:
+        """Return (what to pass to from_pretrained, whether it is a local folder)."""
+        raw = self.model_id_or_path
+        path = Path(raw).expanduser()
+        if path.exists():
+            if not path.is_dir():
+                raise ModelUnavailable(
+                    f"MODEL points at the file {raw}, not at a model folder.",
+                    "Point MODEL at the folder that holds config.json and model.safetensors.",
+                )
+            if not (path / "config.json").is_file():
+                raise ModelUnavailable(
+                    f"The folder {raw} holds no config.json, so it is not a downloaded model.",
+                    "Point MODEL at the folder that holds config.json and model.safetensors "
+                    f"(for example a copy of {DEFAULT_MODEL}).",
+                )
+            return str(path), True
+        looks_like_path = raw.startswith(("/", ".", "~")) or "\\" in raw or raw.count("/") > 1
+        if looks_like_path:
+            raise ModelUnavailable(
+                f"The model folder {raw} does not exist.",
+                "Check the MODEL setting: it must be an existing folder holding a downloaded "
+                f"copy of {DEFAULT_MODEL}, or the hub id {DEFAULT_MODEL}.",
+            )
+        return raw, False
+
+    def _have_token(self) -> bool:
+        if self.token:
+            return True
+        from huggingface_hub import get_token
+
+        return bool(get_token())
+
+    def describe(self) -> str:
+        where = self.model_id_or_path
+        if self.model is None:
+            return f"MedSigLIP ({where}), not loaded"
+        vision = self.model.config.vision_config
+        if vision.hidden_size == 1152 and vision.num_hidden_layers == 27:
+            label = f"MedSigLIP-{vision.image_size}"
+        else:
+            label = (
+                f"SigLIP-compatible model ({vision.num_hidden_layers} layers, width "
+                f"{vision.hidden_size}, {vision.image_size} px)"
+            )
+        return f"{label} ({where}) on {self.device}"
+
+    def _require_loaded(self) -> None:
+        if self.model is None:
+            raise ModelUnavailable(
+                "The classifier is not loaded yet.",
+                "Wait for start-up to finish; if loading failed, the start-up message says why.",
+            )
+
+    # ------------------------------------------------------------- text side
+    @staticmethod
+    def _bank_key(bank: PromptBank, template_set: TemplateSet) -> tuple[str, str]:
+        content = bank.content_hash
+        if not content:  # hand-built banks have no file hash: key by what is embedded
+            digest = hashlib.sha256()
+            for condition in bank.conditions:
+                digest.update(repr((condition.id, condition.descriptions)).encode())
+            digest.update(repr(template_set.templates).encode())
+            content = "prompts:" + digest.hexdigest()[:16]
+        return content, template_set.id
+
+    def prepare(self, bank: PromptBank, template_set: TemplateSet) -> None:
+        """Compute and cache the class embeddings of one bank and template set (start-up)."""
+        self.text_embeddings(bank, template_set)
+
+    def text_embeddings(self, bank: PromptBank, template_set: TemplateSet) -> "torch.Tensor":
+        """(n_conditions, d) unit-norm class embeddings, prompt-ensembled, computed once."""
+        self._require_loaded()
+        key = self._bank_key(bank, template_set)
+        condition_ids = tuple(condition.id for condition in bank.conditions)
+        cached = self._text_cache.get(key)
+        if cached is not None and cached[0] == condition_ids:
+            return cached[1]
+        with self._lock:
+            cached = self._text_cache.get(key)
+            if cached is not None and cached[0] == condition_ids:
+                return cached[1]
+            if self.model.text_model is None:
+                # Reloading a 1.8 GB tower mid-session would double memory and stall the
+                # queue for minutes; banks are known at start-up, so this is a wiring bug.
+                raise TextTowerReleased(
+                    f"The prompt bank '{bank.name}' (template set '{template_set.id}') was not prepared "
+                    "before the text model was released.",
+                    "Restart PrivaScan; every bank and template set is prepared at start-up.",
+                )
+            embeddings = self._embed_bank(bank, template_set)
+            self._text_cache[key] = (condition_ids, embeddings)
+            return embeddings
+
+    def _embed_bank(self, bank: PromptBank, template_set: TemplateSet) -> "torch.Tensor":
+        import torch
+        import torch.nn.functional as F
+
+        prompts: list[str] = []
+        spans: list[tuple[int, int]] = []
+        for condition in bank.conditions:
+            start = len(prompts)
+            prompts.extend(bank.prompts_for(condition, template_set))
+            spans.append((start, len(prompts)))
+            if len(prompts) == start:
+                raise ValueError(f"condition '{condition.id}' of bank '{bank.name}' has no prompt")
+        tokenizer = self.processor.tokenizer
+        features = []
+        # no_grad, not inference_mode: the explainer uses these embeddings under autograd,
+        # which refuses inference-mode tensors.
+        with torch.no_grad():
+            for start in range(0, len(prompts), TEXT_BATCH):
+                tokens = tokenizer(
+                    prompts[start : start + TEXT_BATCH],
+                    padding="max_length",
+                    max_length=TEXT_MAX_LENGTH,
+                    truncation=True,
+                    return_tensors="pt",
+                )
+                # input_ids only: SigLIP's text tower was trained without an attention mask
+                # and pools the last (padding) position, so a mask would change its output.
+                output = self.model.get_text_features(input_ids=tokens["input_ids"].to(self.device))
+                features.append(F.normalize(output.pooler_output.float(), dim=-1))
+            every_prompt = torch.cat(features)
+            per_class = torch.stack([every_prompt[a:b].mean(0) for a, b in spans])
+            return F.normalize(per_class, dim=-1)
+
+    def release_text_tower(self) -> None:
+        """Drop the text tower (about half the weights); cached embeddings stay usable."""
+        self._require_loaded()
+        with self._lock:
+            if self.model.text_model is None:
+                return
+            self.model.text_model = None
+            gc.collect()
+            if self.device == "cuda":
+                import torch
+
+                torch.cuda.empty_cache()
+
+    # ----------------------------------------------------------- image side
+    @property
+    def vision_model(self):
+        self._require_loaded()
+        return self.model.vision_model
+
+    def pixel_values(self, crop: Image.Image) -> "torch.Tensor":
+        """The (1, 3, 448, 448) tensor the vision tower sees for a crop (shared with the explainer)."""
+        return self.pixel_values_batch([crop])
+
+    def pixel_values_batch(self, crops: Sequence[Image.Image]) -> "torch.Tensor":
+        self._require_loaded()
+        import torch
+
+        # Pad to square first (Google's serving code); the processor then resizes to 448 with
+        # bilinear interpolation and maps [0, 255] to (-1, 1). The core already sends 448 squares.
+        squares = [pad_to_square(crop) for crop in crops]
+        batch = self.processor.image_processor(images=squares, return_tensors="pt")["pixel_values"]
+        return batch.to(self.device, dtype=torch.float32)
+
+    def logits_from_image_features(
+        self, image_features: "torch.Tensor", text_embeddings: "torch.Tensor"
+    ) -> tuple["torch.Tensor", "torch.Tensor"]:
+        """(logits, cosines) for pooled image features (B, d) against class embeddings (n, d)."""
+        import torch.nn.functional as F
+
+        similarities = F.normalize(image_features, dim=-1) @ text_embeddings.T
+        logits = similarities * self._scale + self._logit_bias
+        return logits, similarities
+
+    def classify(self, crop: Image.Image, bank: PromptBank, template_set: TemplateSet) -> Scores:
+        """Score a square crop against every condition of the bank (vision tower only)."""
+        return self.classify_batch([crop], bank, template_set)[0]
+
+    def classify_batch(
+        self, crops: Sequence[Image.Image], bank: PromptBank, template_set: TemplateSet
+    ) -> list[Scores]:
+        """Score several crops in one vision forward (live frames)."""
+        import torch
+
+        if not crops:
+            return []
+        text = self.text_embeddings(bank, template_set)
+        condition_ids = [condition.id for condition in bank.conditions]
+        pixels = self.pixel_values_batch(crops)
+        with torch.inference_mode():
+            features = self.model.get_image_features(pixel_values=pixels).pooler_output
+            logits, similarities = self.logits_from_image_features(features, text)
+        return [build_scores(condition_ids, logits[i], similarities[i]) for i in range(len(crops))]

@@ -1,0 +1,172 @@
+"""Grad-CAM for MedSigLIP: the scores and the heatmap come from one forward pass.
+
+pytorch-grad-cam runs the vision tower once on the crop's pixel tensor (the same
+tensor ``classify`` uses) through a small head that turns pooled image features
+into bank logits with the classifier's cached class embeddings, scale and bias.
+Our target object records those logits, so the ``Scores`` need no second pass.
+Every parameter except the last encoder layer and the pooling head is frozen, so
+autograd records a graph only from the last layer on and the backward pass stops
+there: the heatmap costs a few percent on top of one classification.
+
+The overlay and legend are PNG bytes made in memory; nothing is written to disk.
+torch, OpenCV and pytorch-grad-cam are imported inside functions so that
+importing the plugin stays cheap.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image
+
+from webapp.interfaces import Classifier, Explanation, PromptBank, TemplateSet
+
+from .classifier import MedSigLIPClassifier, build_scores
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+# What the colours of the overlay mean, for the result template and screen readers.
+COLOUR_SCALE = (
+    "Colour shows how much each area raised the score of the named condition: "
+    "dark blue = little or none, through cyan, green and yellow, to dark red = most."
+)
+
+
+def tokens_to_grid(tokens: "torch.Tensor") -> "torch.Tensor":
+    """(B, N, C) patch tokens -> (B, C, side, side); SigLIP has no CLS token to drop."""
+    batch, count, channels = tokens.shape
+    side = math.isqrt(count)
+    if side * side != count:
+        raise ValueError(f"{count} tokens do not form a square grid")
+    return tokens.reshape(batch, side, side, channels).permute(0, 3, 1, 2)
+
+
+def freeze_for_gradcam(vision_model) -> None:
+    """Let only the last encoder layer and the pooling head require gradients.
+
+    The forward through the frozen layers then records no graph, and the backward
+    stops after the last layer (0.54 s instead of 16 s on a 2-core CPU, full size).
+    """
+    vision_model.requires_grad_(False)
+    vision_model.encoder.layers[-1].requires_grad_(True)
+    vision_model.post_layernorm.requires_grad_(True)
+    if getattr(vision_model, "head", None) is not None:
+        vision_model.head.requires_grad_(True)
+
+
+def _bank_head_module():
+    import torch
+
+    class BankLogits(torch.nn.Module):
+        """pixel_values -> logits over the bank, exactly as ``MedSigLIPClassifier.classify`` computes them."""
+
+        def __init__(self, classifier: MedSigLIPClassifier, text_embeddings: torch.Tensor):
+            super().__init__()
+            self.vision_model = classifier.vision_model
+            self._classifier = classifier
+            self._text = text_embeddings
+            self.similarities: torch.Tensor | None = None
+
+        def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+            features = self.vision_model(pixel_values=pixel_values).pooler_output
+            logits, similarities = self._classifier.logits_from_image_features(features, self._text)
+            self.similarities = similarities.detach()
+            return logits
+
+    return BankLogits
+
+
+class RecordLogitsTarget:
+    """A pytorch-grad-cam target that keeps the pass's logits and picks the class to explain.
+
+    With ``index=None`` it explains that same pass's top class, so no extra forward
+    is needed to find it.
+    """
+
+    def __init__(self, index: int | None = None):
+        self.index = index
+        self.logits: "torch.Tensor | None" = None
+
+    def __call__(self, model_output: "torch.Tensor") -> "torch.Tensor":
+        self.logits = model_output.detach()
+        if self.index is None:
+            self.index = int(model_output.argmax())
+        return model_output[self.index]
+
+
+class MedSigLIPGradCAM:
+    """Grad-CAM on MedSigLIP's last vision layer, for a condition of the bank."""
+
+    name = "medsiglip-gradcam"
+    colour_scale = COLOUR_SCALE
+
+    def explain(
+        self,
+        classifier: Classifier,
+        crop: Image.Image,
+        bank: PromptBank,
+        template_set: TemplateSet,
+        condition_id: str | None = None,
+    ) -> Explanation:
+        """Classify and explain in one pass; ``None`` targets that pass's top condition."""
+        import torch
+        from pytorch_grad_cam import GradCAM
+
+        if not isinstance(classifier, MedSigLIPClassifier):
+            raise TypeError(f"{self.name} explains MedSigLIP classifiers, not {type(classifier).__name__}")
+        condition_ids = [condition.id for condition in bank.conditions]
+        index = None if condition_id is None else condition_ids.index(bank.condition(condition_id).id)
+        text = classifier.text_embeddings(bank, template_set)
+        vision_model = classifier.vision_model
+        freeze_for_gradcam(vision_model)
+        head = _bank_head_module()(classifier, text)
+        pixels = classifier.pixel_values(crop)  # the very tensor classify() scores
+        target = RecordLogitsTarget(index)
+        cam = GradCAM(
+            model=head,
+            target_layers=[vision_model.encoder.layers[-1].layer_norm1],
+            reshape_transform=tokens_to_grid,
+        )
+        try:
+            with torch.enable_grad():
+                heatmaps = cam(input_tensor=pixels, targets=[target])
+        finally:
+            cam.activations_and_grads.release()
+            head.zero_grad(set_to_none=True)  # free the last layer's weight gradients
+        scores = build_scores(condition_ids, target.logits, head.similarities[0])
+        heatmap = np.clip(np.nan_to_num(heatmaps[0].astype(np.float32)), 0.0, 1.0)
+        return Explanation(scores=scores, condition_id=condition_ids[target.index], heatmap=heatmap)
+
+
+def overlay_png(crop: Image.Image, heatmap: np.ndarray, image_weight: float = 0.5) -> bytes:
+    """The heatmap blended over the crop with a jet colour map, as PNG bytes (RGB, crop size)."""
+    import cv2
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    rgb = np.asarray(crop.convert("RGB"), dtype=np.float32) / 255.0
+    height, width = rgb.shape[:2]
+    mask = np.asarray(heatmap, dtype=np.float32)
+    if mask.shape != (height, width):
+        mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_LINEAR)
+    mask = np.clip(np.nan_to_num(mask), 0.0, 1.0)
+    blended = show_cam_on_image(rgb, mask, use_rgb=True, colormap=cv2.COLORMAP_JET, image_weight=image_weight)
+    return _png(Image.fromarray(blended, mode="RGB"))
+
+
+def legend_png(width: int = 256, height: int = 16) -> bytes:
+    """A left-to-right colour bar of the overlay's scale (low to high influence), as PNG bytes."""
+    import cv2
+
+    ramp = np.tile(np.linspace(0, 255, width, dtype=np.float32).round().astype(np.uint8), (height, 1))
+    colours = cv2.cvtColor(cv2.applyColorMap(ramp, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    return _png(Image.fromarray(colours, mode="RGB"))
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -1,0 +1,156 @@
+"""MedSigLIPGradCAM on a tiny random SigLIP: one pass gives the scores and the heatmap."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from plugins.medsiglip import MedSigLIPClassifier, MedSigLIPGradCAM
+from plugins.medsiglip.gradcam import COLOUR_SCALE, legend_png, overlay_png, tokens_to_grid
+from plugins.medsiglip.tiny_model import build_tiny_siglip
+from webapp.interfaces import Condition, Explainer, PromptBank, TemplateSet
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory):
+    loaded = MedSigLIPClassifier(str(build_tiny_siglip(tmp_path_factory.mktemp("tiny-siglip"))), device="cpu")
+    loaded.load()
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def bank():
+    return PromptBank(
+        name="test-derm",
+        title="Test dermatology",
+        conditions=(
+            Condition("melanoma", "Melanoma", ("malignant",), ("an asymmetric pigmented lesion", "an irregular mole")),
+            Condition("nevus", "Benign nevus", ("benign",), ("a round uniform brown mole",)),
+            Condition("eczema", "Eczema", ("inflammatory",), ("itchy red patches on the arm",)),
+        ),
+        template_sets=(TemplateSet("clinical", "Clinical photo", ("A photo of {}.", "A clinical photograph showing {}.")),),
+        content_hash="gradcam-bank",
+    )
+
+
+@pytest.fixture(scope="module")
+def crop():
+    # A dark blob on skin-coloured noise, so the model's features vary across the image.
+    rng = np.random.default_rng(3)
+    pixels = rng.normal((200, 150, 130), 20, (448, 448, 3))
+    yy, xx = np.mgrid[:448, :448]
+    pixels[(yy - 200) ** 2 + (xx - 260) ** 2 < 70**2] = (70, 40, 30)
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+
+
+@pytest.fixture(scope="module")
+def explainer():
+    return MedSigLIPGradCAM()
+
+
+def test_is_an_explainer(explainer):
+    assert isinstance(explainer, Explainer)
+    assert explainer.name == "medsiglip-gradcam"
+
+
+def test_heatmap_is_a_448_map_in_unit_range(classifier, explainer, crop, bank):
+    explanation = explainer.explain(classifier, crop, bank, bank.template_set(), "melanoma")
+    heatmap = explanation.heatmap
+    assert explanation.condition_id == "melanoma"
+    assert heatmap.shape == (448, 448) and heatmap.dtype == np.float32
+    assert np.all(np.isfinite(heatmap))
+    assert heatmap.min() >= 0.0 and heatmap.max() <= 1.0
+    assert heatmap.max() - heatmap.min() > 0.5 and heatmap.std() > 0.01
+
+
+def test_heatmaps_differ_between_conditions(classifier, explainer, crop, bank):
+    template_set = bank.template_set()
+    melanoma = explainer.explain(classifier, crop, bank, template_set, "melanoma").heatmap
+    eczema = explainer.explain(classifier, crop, bank, template_set, "eczema").heatmap
+    assert np.abs(melanoma - eczema).max() > 1e-3
+
+
+def test_scores_are_those_of_classify_on_the_same_crop(classifier, explainer, crop, bank):
+    template_set = bank.template_set()
+    classified = classifier.classify(crop, bank, template_set)
+    explanation = explainer.explain(classifier, crop, bank, template_set, None)
+    assert explanation.scores.condition_ids == classified.condition_ids
+    np.testing.assert_allclose(explanation.scores.logits, classified.logits, atol=1e-5)
+    np.testing.assert_allclose(explanation.scores.probabilities, classified.probabilities, atol=1e-6)
+    np.testing.assert_allclose(explanation.scores.similarities, classified.similarities, atol=1e-6)
+    # None explains that same pass's top condition.
+    assert explanation.condition_id == classified.condition_ids[int(np.argmax(classified.logits))]
+
+
+def test_one_forward_pass_per_explanation(classifier, explainer, crop, bank):
+    vision = classifier.model.vision_model
+    calls = []
+    handle = vision.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        explainer.explain(classifier, crop, bank, bank.template_set(), None)
+    finally:
+        handle.remove()
+    assert len(calls) == 1
+
+
+def test_only_the_last_layer_and_head_require_gradients(classifier, explainer, crop, bank):
+    explainer.explain(classifier, crop, bank, bank.template_set(), "nevus")
+    trainable = {name for name, p in classifier.model.named_parameters() if p.requires_grad}
+    last = len(classifier.model.vision_model.encoder.layers) - 1
+    allowed = (f"vision_model.encoder.layers.{last}.", "vision_model.post_layernorm.", "vision_model.head.")
+    assert trainable and all(name.startswith(allowed) for name in trainable)
+    assert any(name.startswith(allowed[0]) for name in trainable)
+    # No weight gradients are left behind after an explanation.
+    assert all(p.grad is None for p in classifier.model.parameters())
+
+
+def test_explains_after_the_text_tower_is_released(tmp_path_factory, explainer, crop, bank):
+    released = MedSigLIPClassifier(str(build_tiny_siglip(tmp_path_factory.mktemp("released"))), device="cpu")
+    released.load()
+    released.prepare(bank, bank.template_set())
+    released.release_text_tower()
+    explanation = explainer.explain(released, crop, bank, bank.template_set(), "nevus")
+    assert explanation.heatmap.shape == (448, 448)
+
+
+def test_unknown_condition_is_a_key_error(classifier, explainer, crop, bank):
+    with pytest.raises(KeyError):
+        explainer.explain(classifier, crop, bank, bank.template_set(), "psoriasis")
+
+
+def test_tokens_to_grid_keeps_token_order():
+    tokens = torch.arange(2 * 1024 * 3, dtype=torch.float32).reshape(2, 1024, 3)
+    grid = tokens_to_grid(tokens)
+    assert grid.shape == (2, 3, 32, 32)
+    assert torch.equal(grid[1, 2, 0, 1], tokens[1, 1, 2]) and torch.equal(grid[0, 0, 1, 0], tokens[0, 32, 0])
+
+
+def test_overlay_png_is_an_rgb_png_of_the_crop_size(explainer, classifier, crop, bank):
+    heatmap = explainer.explain(classifier, crop, bank, bank.template_set(), None).heatmap
+    small = crop.resize((300, 300))
+    for image in (crop, small):
+        data = overlay_png(image, heatmap)
+        assert data.startswith(PNG_SIGNATURE)
+        decoded = Image.open(io.BytesIO(data))
+        assert decoded.mode == "RGB" and decoded.size == image.size
+
+
+def test_overlay_colours_are_rgb_not_bgr():
+    grey = Image.new("RGB", (64, 64), (128, 128, 128))
+    hot = np.ones((64, 64), dtype=np.float32)
+    red, green, blue = Image.open(io.BytesIO(overlay_png(grey, hot))).getpixel((10, 10))
+    assert red > blue + 50  # jet's top is red; BGR output would have made it blue
+
+
+def test_legend_runs_from_blue_to_red():
+    legend = Image.open(io.BytesIO(legend_png(256, 12)))
+    assert legend.mode == "RGB" and legend.size == (256, 12)
+    low, high = legend.getpixel((0, 6)), legend.getpixel((255, 6))
+    assert low[2] > low[0] and high[0] > high[2]
+    assert "blue" in COLOUR_SCALE and "red" in COLOUR_SCALE

@@ -1,0 +1,262 @@
+"""MedSigLIPClassifier on a tiny random SigLIP loaded through the real from_pretrained path."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from plugins.medsiglip import MedSigLIPClassifier, register_classifiers, register_explainers
+from plugins.medsiglip.classifier import TextTowerReleased, load_failure
+from plugins.medsiglip.tiny_model import build_tiny_siglip
+from webapp.interfaces import Classifier, Condition, ModelUnavailable, PromptBank, TemplateSet
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    return build_tiny_siglip(tmp_path_factory.mktemp("tiny-siglip"))
+
+
+@pytest.fixture(scope="module")
+def bank():
+    return PromptBank(
+        name="test-derm",
+        title="Test dermatology",
+        conditions=(
+            Condition("melanoma", "Melanoma", ("malignant",), ("an asymmetric pigmented lesion", "an irregular mole")),
+            Condition("nevus", "Benign nevus", ("benign",), ("a round uniform brown mole",)),
+            Condition("seb_k", "Seborrheic keratosis", ("benign",), ("a waxy stuck-on plaque",)),
+            Condition("eczema", "Eczema", ("inflammatory",), ("itchy red patches", "lichenified skin")),
+        ),
+        template_sets=(
+            TemplateSet("clinical", "Clinical photo", ("A photo of {}.", "A clinical photograph showing {}.")),
+            TemplateSet("dermoscopy", "Dermoscopy", ("Dermoscopy image revealing {}.",)),
+        ),
+        content_hash="test-bank-1",
+    )
+
+
+@pytest.fixture
+def classifier(tiny_model_dir):
+    loaded = MedSigLIPClassifier(str(tiny_model_dir), device="cpu")
+    loaded.load()
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def crop():
+    rng = np.random.default_rng(7)
+    return Image.fromarray(rng.integers(0, 256, (448, 448, 3), dtype=np.uint8), "RGB")
+
+
+def count_calls(module):
+    """Wrap a module's real forward so calls are counted (the real forward still runs)."""
+    calls = []
+    real_forward = module.forward
+
+    def counting_forward(*args, **kwargs):
+        calls.append(1)
+        return real_forward(*args, **kwargs)
+
+    module.forward = counting_forward
+    return calls
+
+
+def test_loads_through_from_pretrained(classifier, tiny_model_dir):
+    assert isinstance(classifier, Classifier)
+    assert type(classifier.model).__name__ == "SiglipModel"
+    assert type(classifier.processor.tokenizer).__name__ == "SiglipTokenizer"
+    description = classifier.describe()
+    assert str(tiny_model_dir) in description and description.endswith("on cpu")
+
+
+def test_construction_is_cheap_and_hooks_return_plugin_objects(tiny_model_dir):
+    (classifier,) = register_classifiers({"MODEL": str(tiny_model_dir), "HF_TOKEN": "hf_x"})
+    assert isinstance(classifier, MedSigLIPClassifier)
+    assert not classifier.is_loaded and classifier.token == "hf_x"
+    assert "not loaded" in classifier.describe()
+    (explainer,) = register_explainers({})
+    assert explainer.name == "medsiglip-gradcam"
+    with pytest.raises(ModelUnavailable):
+        classifier.classify(Image.new("RGB", (448, 448)), None, None)
+
+
+def test_scores_shapes_and_probabilities(classifier, bank, crop):
+    scores = classifier.classify(crop, bank, bank.template_set("clinical"))
+    assert scores.condition_ids == ["melanoma", "nevus", "seb_k", "eczema"]
+    for values in (scores.logits, scores.probabilities, scores.similarities):
+        assert values.shape == (4,) and np.all(np.isfinite(values))
+    assert scores.probabilities.sum() == pytest.approx(1.0, abs=1e-9)
+    assert np.all(np.abs(scores.similarities) <= 1.0 + 1e-6)
+    assert np.argmax(scores.probabilities) == np.argmax(scores.logits)
+
+
+def test_logits_equal_direct_ensembled_computation(classifier, bank, crop):
+    template_set = bank.template_set("clinical")
+    scores = classifier.classify(crop, bank, template_set)
+
+    model, processor = classifier.model, classifier.processor
+    with torch.no_grad():
+        class_embeddings = []
+        for condition in bank.conditions:
+            prompts = [t.format(d) for t in template_set.templates for d in condition.descriptions]
+            ids = processor.tokenizer(prompts, padding="max_length", max_length=64, truncation=True, return_tensors="pt")
+            text = F.normalize(model.get_text_features(input_ids=ids["input_ids"]).pooler_output, dim=-1)
+            class_embeddings.append(F.normalize(text.mean(0), dim=-1))
+        text = torch.stack(class_embeddings)
+        pixels = processor(images=crop, return_tensors="pt")["pixel_values"]
+        image = F.normalize(model.get_image_features(pixel_values=pixels).pooler_output, dim=-1)
+        cos = (image @ text.T)[0]
+        logits = model.logit_scale.exp() * cos + model.logit_bias
+
+    np.testing.assert_allclose(scores.similarities, cos.numpy(), atol=1e-5)
+    np.testing.assert_allclose(scores.logits, logits.numpy(), atol=1e-4)
+    np.testing.assert_allclose(scores.probabilities, torch.softmax(logits.double(), -1).numpy(), atol=1e-6)
+
+
+def test_single_prompt_logits_equal_siglip_forward(classifier, crop):
+    """With one prompt per class the result must be SiglipModel's own logits_per_image."""
+    bank = PromptBank(
+        name="single",
+        title="Single",
+        conditions=(
+            Condition("a", "A", ("benign",), ("a brown mole",)),
+            Condition("b", "B", ("malignant",), ("a bleeding nodule",)),
+        ),
+        template_sets=(TemplateSet("plain", "Plain", ("a photo of {}.",)),),
+    )
+    scores = classifier.classify(crop, bank, bank.template_set())
+    inputs = classifier.processor(
+        text=["a photo of a brown mole.", "a photo of a bleeding nodule."],
+        images=crop,
+        padding="max_length",
+        max_length=64,
+        return_tensors="pt",
+    )
+    with torch.no_grad():
+        reference = classifier.model(input_ids=inputs["input_ids"], pixel_values=inputs["pixel_values"])
+    np.testing.assert_allclose(scores.logits, reference.logits_per_image[0].numpy(), atol=1e-4)
+
+
+def test_pixel_values_are_the_448_crop_in_minus_one_to_one(classifier, crop):
+    pixels = classifier.pixel_values(crop)
+    assert pixels.shape == (1, 3, 448, 448) and pixels.dtype == torch.float32
+    expected = torch.from_numpy(np.asarray(crop, dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1)
+    torch.testing.assert_close(pixels[0], expected, atol=1e-5, rtol=0)
+
+
+def test_non_square_crop_is_padded_to_square_before_resizing(classifier):
+    wide = Image.new("RGB", (448, 224), (255, 255, 255))
+    pixels = classifier.pixel_values(wide)[0]
+    assert pixels.shape == (3, 448, 448)
+    # 112 black rows above and below the white band, kept after the (identity) resize.
+    assert torch.all(pixels[:, :100, :] == -1.0) and torch.all(pixels[:, -100:, :] == -1.0)
+    assert torch.allclose(pixels[:, 200:248, :], torch.ones(1))
+
+
+def test_text_tower_runs_once_per_bank_and_template_set(classifier, bank, crop):
+    calls = count_calls(classifier.model.text_model)
+    clinical, dermoscopy = bank.template_set("clinical"), bank.template_set("dermoscopy")
+    classifier.prepare(bank, clinical)
+    assert len(calls) == 1
+    first = classifier.classify(crop, bank, clinical)
+    for _ in range(3):
+        again = classifier.classify(crop, bank, clinical)
+    classifier.prepare(bank, clinical)
+    assert len(calls) == 1
+    np.testing.assert_array_equal(first.logits, again.logits)
+    classifier.classify(crop, bank, dermoscopy)
+    assert len(calls) == 2
+    assert classifier.text_embeddings(bank, dermoscopy).shape == (4, classifier.model.config.vision_config.hidden_size)
+
+
+def test_release_text_tower_keeps_prepared_banks(classifier, bank, crop):
+    clinical = bank.template_set("clinical")
+    classifier.prepare(bank, clinical)
+    before = classifier.classify(crop, bank, clinical)
+    parameters_before = sum(p.numel() for p in classifier.model.parameters())
+
+    classifier.release_text_tower()
+
+    assert classifier.model.text_model is None and classifier.text_tower_released
+    assert sum(p.numel() for p in classifier.model.parameters()) < parameters_before
+    after = classifier.classify(crop, bank, clinical)
+    np.testing.assert_allclose(after.logits, before.logits)
+    with pytest.raises(TextTowerReleased) as raised:
+        classifier.classify(crop, bank, bank.template_set("dermoscopy"))
+    assert isinstance(raised.value, ModelUnavailable)
+    assert "test-derm" in raised.value.reason and "dermoscopy" in raised.value.reason
+    classifier.release_text_tower()  # releasing twice is harmless
+
+
+def test_batch_matches_single(classifier, bank, crop):
+    other = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    template_set = bank.template_set()
+    batch = classifier.classify_batch([crop, other], bank, template_set)
+    np.testing.assert_allclose(batch[0].logits, classifier.classify(crop, bank, template_set).logits, atol=1e-5)
+    np.testing.assert_allclose(batch[1].logits, classifier.classify(other, bank, template_set).logits, atol=1e-5)
+    assert classifier.classify_batch([], bank, template_set) == []
+
+
+def test_missing_local_path_is_explained(tmp_path):
+    with pytest.raises(ModelUnavailable) as raised:
+        MedSigLIPClassifier(str(tmp_path / "models" / "medsiglip-448")).load()
+    assert "does not exist" in raised.value.reason and "MODEL" in raised.value.advice
+
+
+def test_folder_without_a_model_is_explained(tmp_path):
+    with pytest.raises(ModelUnavailable) as raised:
+        MedSigLIPClassifier(str(tmp_path)).load()
+    assert "config.json" in raised.value.reason
+
+
+def test_a_model_that_is_not_siglip_is_refused(tmp_path):
+    from transformers import BertConfig
+
+    BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64).save_pretrained(tmp_path)
+    with pytest.raises(ModelUnavailable) as raised:
+        MedSigLIPClassifier(str(tmp_path)).load()
+    assert "not SigLIP" in raised.value.reason and "'bert'" in raised.value.reason
+
+
+def test_offline_hub_id_never_touches_the_network(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the hub was contacted in offline mode")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    started = time.perf_counter()
+    with pytest.raises(ModelUnavailable) as raised:
+        MedSigLIPClassifier("privascan-tests/never-downloaded").load()
+    assert time.perf_counter() - started < 10
+    assert "HF_HUB_OFFLINE" in raised.value.reason and "not in the local" in raised.value.reason
+    assert "MODEL" in raised.value.advice
+
+
+def _gated_error():
+    import httpx2
+    from huggingface_hub.errors import GatedRepoError
+
+    url = "https://huggingface.co/google/medsiglip-448/resolve/main/config.json"
+    response = httpx2.Response(401, request=httpx2.Request("GET", url))
+    try:
+        try:
+            raise GatedRepoError("401 Client Error: access to this model is restricted", response=response)
+        except GatedRepoError as cause:
+            raise OSError("You are trying to access a gated repo.") from cause
+    except OSError as error:
+        return error
+
+
+def test_gated_repository_reasons_name_the_terms_and_the_token():
+    without_token = load_failure(_gated_error(), "google/medsiglip-448", offline=False, have_token=False)
+    assert "gated" in without_token.reason and "no Hugging Face token" in without_token.reason
+    assert "HAI-DEF" in without_token.advice and "HF_TOKEN" in without_token.advice
+    with_token = load_failure(_gated_error(), "google/medsiglip-448", offline=False, have_token=True)
+    assert "no access" in with_token.reason and "accept the HAI-DEF terms" in with_token.advice

@@ -1,0 +1,60 @@
+"""PrivaScan: privacy-first clinical image triage.
+
+``create_app`` builds one self-contained app: its own plugin manager, session
+store, model manager and inference worker. Nothing is shared between two apps
+in one process, which keeps tests isolated.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+from htmx_flask import Htmx
+from PIL import Image
+
+from .config import config_from_environment
+from .hookspecs import hookimpl
+
+__all__ = ["create_app", "hookimpl"]
+
+log = logging.getLogger(__name__)
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    app = Flask(__name__, template_folder="../templates", static_folder="static")
+    app.config.update(config_from_environment())
+    if test_config:
+        app.config.update(test_config)
+    # Pillow raises DecompressionBombError above twice this; images.py also
+    # turns the warning in between into an error.
+    Image.MAX_IMAGE_PIXELS = app.config["MAX_IMAGE_PIXELS"]
+
+    from . import analysis, demo, errors, security, sessions
+    from .plugins import build_registry, make_plugin_manager
+    from .models import ModelManager
+    from .views import api, pages, photos
+
+    if app.config["DEMO_MODEL"]:
+        app.config["MODEL"] = demo.demo_model_directory()
+
+    Htmx(app)
+    sessions.init_app(app)  # after Htmx: it installs the in-memory request class
+    security.init_app(app)
+    errors.init_app(app)
+
+    pm = make_plugin_manager(app.config)
+    registry = build_registry(pm, app.config)
+    app.extensions["privascan_plugins"] = pm
+    app.extensions["privascan_registry"] = registry
+    models = ModelManager(registry)
+    app.extensions["privascan_models"] = models
+    analysis.init_app(app)
+
+    app.register_blueprint(pages.bp)
+    app.register_blueprint(photos.bp)
+    app.register_blueprint(api.bp)
+
+    if app.config["LOAD_MODELS_AT_START"]:
+        models.start()
+    return app

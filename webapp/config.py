@@ -1,0 +1,56 @@
+"""Configuration: defaults, overridden by PRIVASCAN_* environment variables.
+
+Every setting an operator may change is read here and nowhere else, so the
+README's configuration table can be checked against one file.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+DEFAULT_PLUGINS = ("plugins.medsiglip", "plugins.dermatology")
+
+
+def _flag(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _number(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value not in (None, "") else default
+
+
+def config_from_environment() -> dict:
+    """Read the operator's settings; called by create_app() before test_config applies."""
+    allow = os.environ.get("PRIVASCAN_PLUGINS")
+    return {
+        # A per-process key: sessions live in this process's memory only, so
+        # they cannot outlive a restart anyway and nothing needs a stable key.
+        "SECRET_KEY": os.environ.get("PRIVASCAN_SECRET_KEY") or secrets.token_hex(32),
+        "MODEL": os.environ.get("PRIVASCAN_MODEL", "google/medsiglip-448"),
+        "HF_TOKEN": os.environ.get("HF_TOKEN") or None,
+        "DEMO_MODEL": _flag("PRIVASCAN_DEMO_MODEL"),
+        "LESION_WEIGHTS": os.environ.get("PRIVASCAN_LESION_WEIGHTS") or None,
+        "CLINICAL_APP": os.environ.get("PRIVASCAN_CLINICAL_APP", "dermatology"),
+        "DEFAULT_PLUGINS": DEFAULT_PLUGINS,
+        # None: load every installed entry-point plugin; otherwise only these names.
+        "PLUGIN_ALLOWLIST": None if allow is None else tuple(p.strip() for p in allow.split(",") if p.strip()),
+        "LOAD_MODELS_AT_START": _flag("PRIVASCAN_LOAD_MODELS", True),
+        "SESSION_IDLE_MINUTES": _number("PRIVASCAN_SESSION_IDLE_MINUTES", 30),
+        "SESSION_LIFETIME_HOURS": _number("PRIVASCAN_SESSION_LIFETIME_HOURS", 12),
+        "MAX_SESSIONS": int(_number("PRIVASCAN_MAX_SESSIONS", 200)),
+        "MAX_PHOTOS_PER_SESSION": int(_number("PRIVASCAN_MAX_PHOTOS", 40)),
+        "MAX_SESSION_BYTES": int(_number("PRIVASCAN_MAX_SESSION_MB", 200) * 1024 * 1024),
+        "MAX_FILE_BYTES": int(_number("PRIVASCAN_MAX_FILE_MB", 20) * 1024 * 1024),
+        # Whole request; werkzeug answers 413 before reading a larger body.
+        "MAX_CONTENT_LENGTH": int(_number("PRIVASCAN_MAX_REQUEST_MB", 64) * 1024 * 1024),
+        "MAX_FORM_PARTS": int(_number("PRIVASCAN_MAX_FORM_PARTS", 100)),
+        "MAX_IMAGE_PIXELS": int(_number("PRIVASCAN_MAX_IMAGE_MEGAPIXELS", 50) * 1_000_000),
+        "QUEUE_SIZE": int(_number("PRIVASCAN_QUEUE_SIZE", 16)),
+        "FRAME_ANCESTORS": os.environ.get("PRIVASCAN_FRAME_ANCESTORS", "'none'"),
+        "SESSION_COOKIE_SECURE": _flag("PRIVASCAN_SECURE_COOKIE", True),
+    }

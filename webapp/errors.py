@@ -1,0 +1,62 @@
+"""Error pages a person can read, in the page and with the right status.
+
+A 4xx says what was wrong in plain words; a 5xx says only that something
+failed, with an incident id that is also in the server log, and never the
+exception text or a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+from flask import Flask, render_template, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+log = logging.getLogger(__name__)
+
+FRIENDLY = {
+    400: "The request could not be understood.",
+    403: "This action is not allowed.",
+    404: "That photo or page does not exist (it may have been deleted, or your session may have ended).",
+    405: "That action is not available here.",
+    410: "Your session had ended.",
+    413: "That upload is too large.",
+    415: "That kind of file is not supported.",
+    429: "Too many requests at once. Please slow down.",
+    503: "The server is busy. Please try again shortly.",
+}
+
+
+def render_error(status: int, message: str):
+    """The messages partial for HTMX requests, the full page otherwise."""
+    if request.path.startswith("/api/"):
+        return {"error": message, "status": status}, status, {}
+    if request.headers.get("HX-Request"):
+        # Whatever the request targeted (a card, the timeline), the message
+        # goes to the message area and leaves the rest of the page untouched.
+        body = render_template("partials/messages.html", messages=[("error", message)])
+        return body, status, {"HX-Retarget": "#messages", "HX-Reswap": "outerHTML"}
+    return render_template("error.html", messages=[("error", message)], status=status, record=None), status, {}
+
+
+def init_app(app: Flask) -> None:
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        status = exc.code or 400
+        if isinstance(exc, RequestEntityTooLarge):
+            limit = app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024)
+            message = f"That upload is larger than the {limit} MB allowed in one go. Send fewer or smaller photos."
+        else:
+            description = exc.description if exc.description and exc.description != type(exc).description else ""
+            message = description or FRIENDLY.get(status, "The request could not be completed.")
+        body, status, headers = render_error(status, message)
+        if status == 503:
+            headers["Retry-After"] = "30"
+        return body, status, headers
+
+    @app.errorhandler(Exception)
+    def unexpected_error(exc: Exception):
+        incident = secrets.token_hex(4)
+        log.error("incident %s: unhandled %s on %s", incident, type(exc).__name__, request.endpoint, exc_info=exc)
+        return render_error(500, f"Something went wrong on our side (incident {incident}). Your photos are unaffected; please try again.")

@@ -1,0 +1,216 @@
+"""The small typed contracts between the core and its plugins.
+
+Plugins return objects that satisfy these protocols from their ``register_*``
+hooks; the core never imports a plugin module directly. Everything a plugin
+hands back to the core is a plain dataclass so it can be rendered, tested and
+kept in a session without knowing which plugin made it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from PIL import Image
+
+
+class ModelUnavailable(Exception):
+    """A model cannot be loaded; ``reason`` is shown to the user with ``advice``."""
+
+    def __init__(self, reason: str, advice: str = ""):
+        super().__init__(reason)
+        self.reason = reason
+        self.advice = advice
+
+
+@dataclass(frozen=True)
+class Box:
+    """A rectangle in original-image pixels, x1/y1 exclusive."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+
+    @property
+    def width(self) -> int:
+        return self.x1 - self.x0
+
+    @property
+    def height(self) -> int:
+        return self.y1 - self.y0
+
+    def as_list(self) -> list[int]:
+        return [self.x0, self.y0, self.x1, self.y1]
+
+    def iou(self, other: "Box") -> float:
+        ix = max(0, min(self.x1, other.x1) - max(self.x0, other.x0))
+        iy = max(0, min(self.y1, other.y1) - max(self.y0, other.y0))
+        inter = ix * iy
+        union = self.width * self.height + other.width * other.height - inter
+        return inter / union if union > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Detection:
+    """Where a detector thinks the finding is, how sure it is and how it knew."""
+
+    box: Box
+    confidence: float
+    method: str
+
+
+@runtime_checkable
+class Detector(Protocol):
+    name: str
+
+    def locate(self, image: Image.Image) -> Detection | None:
+        """Return the most plausible finding in an RGB image, or None."""
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One entry of a prompt bank: what it is, how to describe it, how to explain it."""
+
+    id: str
+    label: str
+    groups: tuple[str, ...]
+    descriptions: tuple[str, ...]
+    snomed_ct: str = ""
+    icd10: str = ""
+    summary: str = ""
+    alert_threshold: float = 0.5
+
+
+@dataclass(frozen=True)
+class TemplateSet:
+    """Prompt templates for one kind of picture ("clinical photo", "dermoscopy")."""
+
+    id: str
+    label: str
+    templates: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ConfidenceLevel:
+    min_margin: float
+    label: str
+
+
+@dataclass(frozen=True)
+class InterpretationRules:
+    """Bank-specific rules read by the generic interpreter in ``webapp.interpret``."""
+
+    # Groups whose probabilities are consolidated and that make a headline high risk.
+    high_risk_groups: tuple[str, ...] = ("malignant",)
+    # Groups that raise the risk to "moderate" when they are the headline.
+    watch_groups: tuple[str, ...] = ("premalignant",)
+    # Shannon entropy (bits) above which the ranking is flagged unreliable.
+    entropy_limit_bits: float = 2.5
+    # A high-risk/other mix closer than this is reported as "not clear".
+    unclear_margin: float = 0.05
+    # Margin thresholds, highest first; below the last one the label is ``fallback``.
+    confidence_levels: tuple[ConfidenceLevel, ...] = (
+        ConfidenceLevel(0.40, "confident"),
+        ConfidenceLevel(0.20, "plausible"),
+        ConfidenceLevel(0.10, "low confidence"),
+    )
+    fallback_confidence: str = "unclear"
+
+
+@dataclass(frozen=True)
+class PromptBank:
+    """A modality's described conditions, its template sets and its rules."""
+
+    name: str
+    title: str
+    conditions: tuple[Condition, ...]
+    template_sets: tuple[TemplateSet, ...]
+    rules: InterpretationRules = field(default_factory=InterpretationRules)
+    content_hash: str = ""
+
+    def condition(self, condition_id: str) -> Condition:
+        for condition in self.conditions:
+            if condition.id == condition_id:
+                return condition
+        raise KeyError(condition_id)
+
+    def template_set(self, template_set_id: str | None = None) -> TemplateSet:
+        if template_set_id is None:
+            return self.template_sets[0]
+        for template_set in self.template_sets:
+            if template_set.id == template_set_id:
+                return template_set
+        raise KeyError(template_set_id)
+
+    def prompts_for(self, condition: Condition, template_set: TemplateSet) -> list[str]:
+        """Every template filled with every description: the prompt ensemble of one class."""
+        return [t.format(d) for t in template_set.templates for d in condition.descriptions]
+
+
+@dataclass
+class Scores:
+    """One image scored against one bank: a row per condition, in bank order."""
+
+    condition_ids: list[str]
+    logits: np.ndarray
+    probabilities: np.ndarray  # softmax over the bank
+    similarities: np.ndarray  # raw cosine similarities
+
+
+@dataclass
+class Explanation:
+    """A heatmap (HxW floats in [0, 1]) for one condition, with the scores of the same pass."""
+
+    scores: Scores
+    condition_id: str
+    heatmap: np.ndarray
+
+
+@runtime_checkable
+class Classifier(Protocol):
+    name: str
+
+    def load(self) -> None:
+        """Load weights; raise ModelUnavailable with a reason a user can act on."""
+
+    def describe(self) -> str:
+        """A one-line, user-facing description of what is loaded."""
+
+    def classify(self, crop: Image.Image, bank: PromptBank, template_set: TemplateSet) -> Scores:
+        """Score a square crop against every condition of the bank."""
+
+
+@runtime_checkable
+class Explainer(Protocol):
+    name: str
+
+    def explain(
+        self,
+        classifier: Classifier,
+        crop: Image.Image,
+        bank: PromptBank,
+        template_set: TemplateSet,
+        condition_id: str | None = None,
+    ) -> Explanation:
+        """Classify and explain in one pass; ``None`` targets that pass's top condition."""
+
+
+@dataclass(frozen=True)
+class ClinicalApp:
+    """A modality: which bank, detector, classifier and explainer make it, and its wording."""
+
+    name: str
+    title: str
+    bank: str
+    classifier: str
+    explainer: str | None = None
+    detector: str | None = None
+    subject: str = "finding"  # what the detector looks for, in words ("lesion")
+    disclaimer: str = (
+        "PrivaScan is a triage aid, not a diagnosis. Always have a qualified "
+        "clinician examine anything that worries you."
+    )
+    # Jinja template that renders one result; plugins may ship their own.
+    result_template: str = "partials/result.html"

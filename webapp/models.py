@@ -1,0 +1,102 @@
+"""Load the classifiers in the background and say, in words, how it is going.
+
+MedSigLIP takes tens of seconds to load on a CPU, so the page must be usable
+at once: this module loads every classifier the clinical apps need on a
+background thread, prepares each bank's text embeddings, and keeps a status a
+person can read ("loading", "ready", or why not and what to do).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from .interfaces import ModelUnavailable
+from .plugins import Registry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelStatus:
+    state: str = "waiting"  # waiting, loading, ready, unavailable
+    message: str = "Waiting to load the model."
+    advice: str = ""
+    seconds: float = 0.0
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+
+class ModelManager:
+    def __init__(self, registry: Registry):
+        self.registry = registry
+        self._status: dict[str, ModelStatus] = {name: ModelStatus() for name in registry.classifiers}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def status(self, classifier_name: str) -> ModelStatus:
+        with self._lock:
+            return self._status.get(classifier_name, ModelStatus("unavailable", "No classifier is configured."))
+
+    def start(self) -> None:
+        """Load in the background; returns immediately."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self.load_all, name="privascan-model-loader", daemon=True)
+            self._thread.start()
+
+    def wait(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def load_all(self) -> None:
+        for name, classifier in self.registry.classifiers.items():
+            self._load(name, classifier)
+
+    def _set(self, name: str, **fields) -> None:
+        with self._lock:
+            status = self._status[name]
+            for key, value in fields.items():
+                setattr(status, key, value)
+
+    def _load(self, name: str, classifier) -> None:
+        started = time.perf_counter()
+        self._set(name, state="loading", message="Loading the model weights…", advice="")
+        try:
+            classifier.load()
+            pairs = [
+                (bank, template_set)
+                for app in self.registry.apps.values()
+                if app.classifier == name
+                for bank in [self.registry.banks[app.bank]]
+                for template_set in bank.template_sets
+            ]
+            prepare = getattr(classifier, "prepare", None)
+            if prepare is not None:
+                for index, (bank, template_set) in enumerate(pairs, start=1):
+                    self._set(name, message=f"Preparing condition descriptions ({index} of {len(pairs)})…")
+                    prepare(bank, template_set)
+            release = getattr(classifier, "release_text_tower", None)
+            if release is not None:
+                release()
+        except ModelUnavailable as exc:
+            self._set(name, state="unavailable", message=exc.reason, advice=exc.advice)
+            return
+        except Exception as exc:  # never let a model problem crash the app
+            log.exception("classifier %s failed to load", name)
+            self._set(
+                name,
+                state="unavailable",
+                message=f"The model could not be loaded ({type(exc).__name__}).",
+                advice="See the server log for details.",
+            )
+            return
+        self._set(
+            name,
+            state="ready",
+            message=f"Ready: {classifier.describe()}.",
+            seconds=time.perf_counter() - started,
+        )

@@ -1,0 +1,91 @@
+"""The plugin manager and the registry of everything plugins provide.
+
+One ``PluginManager`` per ``create_app()`` (never a module global), so two
+apps in one test run cannot see each other's plugins. The default plugins are
+ordinary plugins registered by name; third-party ones come from the
+``privascan`` entry-point group, optionally limited by an allow-list.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import logging
+from dataclasses import dataclass, field
+
+import pluggy
+
+from . import hookspecs
+from .interfaces import Classifier, ClinicalApp, Detector, Explainer, PromptBank
+
+log = logging.getLogger(__name__)
+ENTRY_POINT_GROUP = "privascan"
+
+
+class PluginError(RuntimeError):
+    """A plugin set that cannot work together; raised at start-up with the reason."""
+
+
+def make_plugin_manager(config: dict) -> pluggy.PluginManager:
+    pm = pluggy.PluginManager("privascan")
+    pm.add_hookspecs(hookspecs)
+    for module_name in config["DEFAULT_PLUGINS"]:
+        pm.register(importlib.import_module(module_name), name=module_name)
+    allow = config.get("PLUGIN_ALLOWLIST")
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if allow is not None and entry_point.name not in allow:
+            continue
+        if pm.get_plugin(entry_point.name) is None:
+            pm.register(entry_point.load(), name=entry_point.name)
+    pm.check_pending()
+    return pm
+
+
+@dataclass
+class Registry:
+    """Everything the plugins registered, by name."""
+
+    apps: dict[str, ClinicalApp] = field(default_factory=dict)
+    banks: dict[str, PromptBank] = field(default_factory=dict)
+    detectors: dict[str, Detector] = field(default_factory=dict)
+    classifiers: dict[str, Classifier] = field(default_factory=dict)
+    explainers: dict[str, Explainer] = field(default_factory=dict)
+
+    def app(self, name: str | None) -> ClinicalApp:
+        if name in self.apps:
+            return self.apps[name]
+        return next(iter(self.apps.values()))
+
+
+def build_registry(pm: pluggy.PluginManager, config: dict) -> Registry:
+    registry = Registry()
+    sources = {
+        "apps": pm.hook.register_clinical_apps,
+        "banks": pm.hook.register_prompt_banks,
+        "detectors": pm.hook.register_detectors,
+        "classifiers": pm.hook.register_classifiers,
+        "explainers": pm.hook.register_explainers,
+    }
+    for attribute, hook in sources.items():
+        target = getattr(registry, attribute)
+        for items in hook(config=config):
+            for item in items or ():
+                if item.name in target:
+                    raise PluginError(f"two plugins register a {attribute[:-1]} named {item.name!r}")
+                target[item.name] = item
+    if not registry.apps:
+        raise PluginError("no clinical app is registered: enable at least one plugin (for example plugins.dermatology)")
+    for app in registry.apps.values():
+        _check_app(app, registry)
+    return registry
+
+
+def _check_app(app: ClinicalApp, registry: Registry) -> None:
+    needed = {"banks": app.bank, "classifiers": app.classifier}
+    if app.detector:
+        needed["detectors"] = app.detector
+    if app.explainer:
+        needed["explainers"] = app.explainer
+    for kind, name in needed.items():
+        if name not in getattr(registry, kind):
+            raise PluginError(f"clinical app {app.name!r} needs the {kind[:-1]} {name!r}, which no plugin registers")

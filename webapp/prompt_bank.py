@@ -1,0 +1,279 @@
+"""Read and validate prompt banks kept as TOML data files.
+
+A bank is data, not code: conditions with their descriptions, codes and
+summaries, template sets per kind of picture, and the interpretation rules.
+Every mistake is reported with the file and the condition it is in, at
+start-up, so a broken bank never reaches a patient's result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import string
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from .interfaces import (
+    Condition,
+    ConfidenceLevel,
+    InterpretationRules,
+    PromptBank,
+    TemplateSet,
+)
+
+KNOWN_GROUPS = frozenset(
+    {"malignant", "premalignant", "benign", "inflammatory", "infectious", "normal", "urgent", "abnormal"}
+)
+# Ids end up in URLs, HTML attributes and cache keys.
+_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class PromptBankError(ValueError):
+    """A bank file that cannot be used, with a message that says where and why."""
+
+
+def load_prompt_bank(path: str | Path) -> PromptBank:
+    """Parse and validate one bank file."""
+    path = Path(path)
+    raw_bytes = path.read_bytes()
+    try:
+        data = tomllib.loads(raw_bytes.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise PromptBankError(f"{path.name}: not valid TOML ({exc})") from exc
+    return parse_prompt_bank(data, source=path.name, content=raw_bytes)
+
+
+def parse_prompt_bank(data: dict[str, Any], source: str = "bank", content: bytes | None = None) -> PromptBank:
+    errors: list[str] = []
+    name = data.get("name")
+    if not isinstance(name, str) or not name:
+        errors.append("missing 'name'")
+    conditions = _parse_conditions(data.get("conditions"), errors)
+    template_sets = _parse_template_sets(data.get("template_sets"), errors)
+    rules = _parse_rules(data.get("rules", {}), errors)
+    if errors:
+        raise PromptBankError(f"{source}: " + "; ".join(errors))
+    digest = hashlib.sha256(content if content is not None else repr(data).encode()).hexdigest()[:16]
+    return PromptBank(
+        name=name,
+        title=str(data.get("title", name)),
+        conditions=tuple(conditions),
+        template_sets=tuple(template_sets),
+        rules=rules,
+        content_hash=digest,
+    )
+
+
+def _is_number(value: Any) -> bool:
+    # TOML booleans are Python bools, which are ints: "true" is not a threshold.
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _string_list(value: Any) -> list[str] | None:
+    """The value as a list of strings, or None when it is not one (a bare string is not)."""
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        return None
+    return value
+
+
+def _parse_conditions(raw: Any, errors: list[str]) -> list[Condition]:
+    if not isinstance(raw, list) or not raw:
+        errors.append("no [[conditions]]")
+        return []
+    conditions: list[Condition] = []
+    # value -> label of the condition that used it first, to name both in an error
+    seen: dict[str, dict[str, str]] = {"id": {}, "label": {}, "snomed_ct": {}, "icd10": {}}
+    for position, entry in enumerate(raw, start=1):
+        where = f"condition {position}"
+        if not isinstance(entry, dict):
+            errors.append(f"{where}: must be a table ([[conditions]]), got {type(entry).__name__}")
+            continue
+        label = entry.get("label")
+        if not isinstance(label, str) or not label.strip():
+            named = f" (id {entry['id']!r})" if isinstance(entry.get("id"), str) and entry["id"] else ""
+            errors.append(f"{where}{named}: missing label")
+            continue
+        label = label.strip()
+        where = f"condition '{label}'"
+        if "id" in entry:
+            condition_id = entry["id"]
+            if not isinstance(condition_id, str) or not _ID_PATTERN.match(condition_id):
+                errors.append(f"{where}: id {condition_id!r} must be letters, digits, '_', '.' or '-'")
+                condition_id = str(condition_id)
+        else:
+            condition_id = re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_") or f"condition_{position}"
+
+        descriptions = entry.get("descriptions") or []
+        if isinstance(descriptions, str):
+            descriptions = [descriptions]
+        if (
+            not isinstance(descriptions, list)
+            or not descriptions
+            or not all(isinstance(d, str) and d.strip() for d in descriptions)
+        ):
+            errors.append(f"{where}: needs at least one description")
+            descriptions = []
+        descriptions = [d.strip() for d in descriptions]
+
+        groups = _string_list(entry.get("groups", []))
+        if groups is None:
+            errors.append(f"{where}: groups must be a list of group tags, e.g. [\"benign\"]")
+            groups = []
+        elif not groups:
+            errors.append(f"{where}: needs at least one group tag")
+        unknown = sorted(set(groups) - KNOWN_GROUPS)
+        if unknown:
+            errors.append(f"{where}: unknown group tag(s) {', '.join(unknown)} (known: {', '.join(sorted(KNOWN_GROUPS))})")
+
+        threshold = entry.get("alert_threshold", 0.5)
+        if not _is_number(threshold) or not 0.0 <= float(threshold) <= 1.0:
+            errors.append(f"{where}: alert_threshold {threshold!r} is outside [0, 1]")
+            threshold = 0.5
+
+        codes: dict[str, str] = {}
+        for key in ("snomed_ct", "icd10"):
+            value = entry.get(key, "")
+            if key == "snomed_ct" and isinstance(value, int) and not isinstance(value, bool):
+                value = str(value)  # snomed_ct = 93655004 without quotes is fine
+            if not isinstance(value, str):
+                errors.append(f"{where}: {key} must be a string, got {value!r}")
+                value = ""
+            codes[key] = value.strip()
+
+        summary = entry.get("summary", "")
+        if not isinstance(summary, str):
+            errors.append(f"{where}: summary must be a string")
+            summary = ""
+
+        values = {"id": condition_id, "label": label.casefold(), **codes}
+        for key, value in values.items():
+            if not value:
+                continue
+            if value in seen[key]:
+                shown = label if key == "label" else value
+                errors.append(f"{where}: duplicate {key} {shown!r} (also used by condition '{seen[key][value]}')")
+            else:
+                seen[key][value] = label
+        conditions.append(
+            Condition(
+                id=condition_id,
+                label=label,
+                groups=tuple(groups),
+                descriptions=tuple(descriptions),
+                snomed_ct=codes["snomed_ct"],
+                icd10=codes["icd10"],
+                summary=summary.strip(),
+                alert_threshold=float(threshold),
+            )
+        )
+    return conditions
+
+
+def _template_problem(template: Any) -> str | None:
+    """Why a template cannot be filled with one description, or None if it can."""
+    if not isinstance(template, str):
+        return "is not a string"
+    if template.count("{}") != 1:
+        return "must contain '{}' exactly once"
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:  # a lone "{" or "}"
+        return f"is not a valid format string ({exc}); write a literal brace as '{{{{' or '}}}}'"
+    if fields != [""]:
+        return "must contain '{}' exactly once and no other {...} field"
+    return None
+
+
+def _parse_template_sets(raw: Any, errors: list[str]) -> list[TemplateSet]:
+    if not isinstance(raw, dict) or not raw:
+        errors.append("no [template_sets]")
+        return []
+    template_sets: list[TemplateSet] = []
+    for set_id, entry in raw.items():
+        where = f"template set '{set_id}'"
+        if not isinstance(entry, dict):
+            errors.append(f"{where}: must be a table with 'label' and 'templates'")
+            continue
+        if not _ID_PATTERN.match(set_id):
+            errors.append(f"{where}: id must be letters, digits, '_', '.' or '-'")
+        templates = entry.get("templates") or []
+        if not isinstance(templates, list):
+            errors.append(f"{where}: templates must be a list of strings")
+            templates = []
+        if not templates:
+            errors.append(f"{where}: no templates")
+        for template in templates:
+            problem = _template_problem(template)
+            if problem:
+                errors.append(f"{where}: template {template!r} {problem}")
+        if len(set(t for t in templates if isinstance(t, str))) != len(templates):
+            errors.append(f"{where}: the same template is listed twice")
+        template_sets.append(TemplateSet(id=set_id, label=str(entry.get("label", set_id)), templates=tuple(templates)))
+    return template_sets
+
+
+def _parse_rules(raw: Any, errors: list[str]) -> InterpretationRules:
+    defaults = InterpretationRules()
+    if not isinstance(raw, dict):
+        errors.append("rules: [rules] must be a table")
+        return defaults
+    levels = raw.get("confidence_levels")
+    if levels is None:
+        parsed_levels = defaults.confidence_levels
+    else:
+        parsed: list[ConfidenceLevel] = []
+        if not isinstance(levels, list) or not levels:
+            errors.append("rules: confidence_levels must be a non-empty list of {min_margin, label} tables")
+            levels = []
+        for position, level in enumerate(levels, start=1):
+            if (
+                not isinstance(level, dict)
+                or not _is_number(level.get("min_margin"))
+                or not isinstance(level.get("label"), str)
+                or not level["label"].strip()
+            ):
+                errors.append(f"rules: confidence level {position} needs a numeric min_margin and a label")
+                continue
+            if not 0.0 <= float(level["min_margin"]) <= 1.0:
+                errors.append(f"rules: confidence level '{level['label']}' min_margin {level['min_margin']!r} is outside [0, 1]")
+            parsed.append(ConfidenceLevel(float(level["min_margin"]), level["label"].strip()))
+        labels = [level.label for level in parsed]
+        if len(set(labels)) != len(labels):
+            errors.append("rules: confidence level labels must be distinct")
+        parsed_levels = tuple(sorted(parsed, key=lambda level: -level.min_margin))
+    for key in ("entropy_limit_bits", "unclear_margin"):
+        value = raw.get(key, getattr(defaults, key))
+        if not _is_number(value) or value < 0:
+            errors.append(f"rules: {key} must be a non-negative number")
+    group_lists: dict[str, tuple[str, ...]] = {}
+    for key in ("high_risk_groups", "watch_groups"):
+        value = _string_list(raw.get(key, list(getattr(defaults, key))))
+        if value is None:
+            errors.append(f"rules: {key} must be a list of group tags")
+            value = []
+        unknown = sorted(set(value) - KNOWN_GROUPS)
+        if unknown:
+            errors.append(f"rules: {key} has unknown group tag(s) {', '.join(unknown)}")
+        group_lists[key] = tuple(value)
+    overlap = sorted(set(group_lists["high_risk_groups"]) & set(group_lists["watch_groups"]))
+    if overlap:
+        errors.append(f"rules: group(s) {', '.join(overlap)} cannot be both high risk and watch")
+    fallback = raw.get("fallback_confidence", defaults.fallback_confidence)
+    if not isinstance(fallback, str) or not fallback.strip():
+        errors.append("rules: fallback_confidence must be a non-empty string")
+        fallback = defaults.fallback_confidence
+
+    def number(key: str) -> float:
+        value = raw.get(key, getattr(defaults, key))
+        return float(value) if _is_number(value) else float(getattr(defaults, key))
+
+    return InterpretationRules(
+        high_risk_groups=group_lists["high_risk_groups"],
+        watch_groups=group_lists["watch_groups"],
+        entropy_limit_bits=number("entropy_limit_bits"),
+        unclear_margin=number("unclear_margin"),
+        confidence_levels=parsed_levels,
+        fallback_confidence=fallback.strip(),
+    )

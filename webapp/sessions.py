@@ -1,0 +1,150 @@
+"""Anonymous, in-memory sessions: flask-session for the cookie, our store for the bytes.
+
+flask-session keeps a tiny server-side dict per browser (``store_id``, the
+CSRF token, when the session started) in a cachelib ``SimpleCache`` in this
+process's memory. It must be given explicitly: without ``SESSION_CACHELIB``
+flask-session falls back to a cache on disk.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import secrets
+import threading
+import time
+
+from cachelib import SimpleCache
+from flask import Flask, abort, current_app, g, request, session
+from flask_session import Session
+from htmx_flask.requests import HtmxAwareRequest
+
+from .store import SessionData, SessionStore
+
+SWEEP_EVERY_SECONDS = 30
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+class InMemoryRequest(HtmxAwareRequest):
+    """A request whose uploads are never spooled to a temporary file.
+
+    Werkzeug writes any upload over 500 KB to a temp file by default; the
+    body size is already capped by MAX_CONTENT_LENGTH (and the number of parts
+    by Flask's MAX_FORM_PARTS), so memory stays bounded.
+    """
+
+    def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
+        import io
+
+        return io.BytesIO()
+
+
+def init_app(app: Flask) -> None:
+    idle = dt.timedelta(minutes=app.config["SESSION_IDLE_MINUTES"])
+    app.config.update(
+        SESSION_TYPE="cachelib",
+        SESSION_CACHELIB=SimpleCache(threshold=app.config["MAX_SESSIONS"] * 2, default_timeout=int(idle.total_seconds())),
+        SESSION_PERMANENT=True,
+        PERMANENT_SESSION_LIFETIME=idle,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_NAME="privascan_session",
+        SESSION_USE_SIGNER=True,
+    )
+    Session(app)
+    app.request_class = InMemoryRequest
+    app.extensions["privascan_store"] = SessionStore(
+        idle_seconds=idle.total_seconds(),
+        lifetime_seconds=app.config["SESSION_LIFETIME_HOURS"] * 3600,
+        max_sessions=app.config["MAX_SESSIONS"],
+        max_photos=app.config["MAX_PHOTOS_PER_SESSION"],
+        max_bytes=app.config["MAX_SESSION_BYTES"],
+    )
+    app.extensions["privascan_sweeper"] = _Sweeper(app)
+    app.before_request(_load_session)
+    app.before_request(_check_csrf)
+    app.context_processor(lambda: {"csrf_token": csrf_token()})
+
+
+def get_store() -> SessionStore:
+    return current_app.extensions["privascan_store"]
+
+
+def sweep_expired(app: Flask) -> int:
+    """Delete expired stores and the expired entries of the session cache."""
+    deleted = app.extensions["privascan_store"].sweep()
+    cache = app.config["SESSION_CACHELIB"]
+    # SimpleCache only drops expired entries once it is over its threshold;
+    # remove them now so nothing of an ended session lingers.
+    cache._remove_expired(time.time())
+    return deleted
+
+
+class _Sweeper:
+    """Sweeps at most every SWEEP_EVERY_SECONDS, piggy-backing on requests."""
+
+    def __init__(self, app: Flask):
+        self._app = app
+        self._last = 0.0
+        self._lock = threading.Lock()
+
+    def maybe_sweep(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last < SWEEP_EVERY_SECONDS:
+                return
+            self._last = now
+        sweep_expired(self._app)
+
+
+def _load_session() -> None:
+    """Attach this browser's store (if any) to ``g``; note when an old session ended."""
+    current_app.extensions["privascan_sweeper"].maybe_sweep()
+    store = get_store()
+    data = store.get(session.get("store_id"))
+    started = session.get("started", 0)
+    if data is None and session.get("store_id"):
+        g.session_ended = True
+        session.pop("store_id", None)
+    elif data is not None and time.time() - started > current_app.config["SESSION_LIFETIME_HOURS"] * 3600:
+        store.delete(data.id)
+        g.session_ended = True
+        session.pop("store_id", None)
+        data = None
+    else:
+        # A cookie the server no longer knows (expired or from before a restart).
+        g.session_ended = bool(request.cookies.get(current_app.config["SESSION_COOKIE_NAME"])) and not session.get("csrf")
+    g.store_data = data
+
+
+def current_data(create: bool = False) -> SessionData | None:
+    """This browser's store; created on first need (the first upload), never shared."""
+    data = g.get("store_data")
+    if data is None and create:
+        data = get_store().create()
+        session["store_id"] = data.id
+        session["started"] = time.time()
+        g.store_data = data
+    return data
+
+
+def csrf_token() -> str:
+    token = session.get("csrf")
+    if not token:
+        token = secrets.token_urlsafe(24)
+        session["csrf"] = token
+    return token
+
+
+def _check_csrf() -> None:
+    if request.method in SAFE_METHODS or current_app.config.get("CSRF_DISABLED"):
+        return
+    if request.blueprint == "api":  # stateless JSON API: no cookie, nothing to forge
+        return
+    expected = session.get("csrf")
+    sent = request.headers.get(CSRF_HEADER) or request.form.get("csrf_token", "")
+    if not expected or not hmac.compare_digest(expected, sent):
+        if g.get("session_ended"):
+            abort(410, description="Your session had ended, so this page was out of date. It has been refreshed: please try again.")
+        abort(403, description="This page was out of date (its security token did not match). Please reload the page and try again.")

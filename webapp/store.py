@@ -1,0 +1,178 @@
+"""Per-session, in-memory storage of photos and results, with hard bounds.
+
+The Flask session (a cookie pointing at a small server-side dict) only holds
+``store_id``; the bytes of photos, crops and heatmaps live here, in this
+process's memory, so they are never pickled on each request and never touch a
+disk. A store is unreachable without its id (128 random bits), and it is
+deleted, not hidden, when the session is cleared, idles out or reaches its
+absolute lifetime.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+
+class StoreFull(Exception):
+    """A cap was reached; ``message`` says which, in words, and ``status`` the HTTP code."""
+
+    def __init__(self, message: str, status: int = 413):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+@dataclass
+class Photo:
+    id: str
+    digest: str
+    name: str  # shown (escaped) on the card; never logged
+    jpeg: bytes  # sanitised photo, metadata stripped
+    thumbnail: bytes
+    width: int
+    height: int
+    taken_on: dt.date
+    date_source: str  # "photo metadata", "file date" or "upload day"
+    added_at: float = field(default_factory=time.time)
+    state: str = "new"  # new, queued, running, done, error
+    stage: str = ""
+    error: str = ""
+    result: Any = None  # webapp.pipeline.AnalysisResult once done
+    extra_heatmaps: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def size_bytes(self) -> int:
+        result_bytes = self.result.size_bytes if self.result is not None else 0
+        return len(self.jpeg) + len(self.thumbnail) + result_bytes + sum(map(len, self.extra_heatmaps.values()))
+
+
+@dataclass
+class SessionData:
+    id: str
+    created: float
+    last_seen: float
+    photos: OrderedDict[str, Photo] = field(default_factory=OrderedDict)
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(photo.size_bytes for photo in self.photos.values())
+
+
+class SessionStore:
+    """All sessions' data, behind one lock; every method is safe from any thread."""
+
+    def __init__(
+        self,
+        idle_seconds: float,
+        lifetime_seconds: float,
+        max_sessions: int,
+        max_photos: int,
+        max_bytes: int,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.idle_seconds = idle_seconds
+        self.lifetime_seconds = lifetime_seconds
+        self.max_sessions = max_sessions
+        self.max_photos = max_photos
+        self.max_bytes = max_bytes
+        self._clock = clock
+        self._sessions: dict[str, SessionData] = {}
+        self._lock = threading.RLock()
+
+    # -- sessions -----------------------------------------------------------
+    def create(self) -> SessionData:
+        self.sweep()
+        with self._lock:
+            if len(self._sessions) >= self.max_sessions:
+                raise StoreFull("The server is serving as many people as it can. Please try again in a few minutes.", 503)
+            now = self._clock()
+            data = SessionData(id=secrets.token_urlsafe(16), created=now, last_seen=now)
+            self._sessions[data.id] = data
+            return data
+
+    def get(self, store_id: str | None, touch: bool = True) -> SessionData | None:
+        """The live session with this id, or None (unknown, deleted or expired)."""
+        if not store_id:
+            return None
+        with self._lock:
+            data = self._sessions.get(store_id)
+            if data is None:
+                return None
+            if self._expired(data, self._clock()):
+                self._delete_locked(store_id)
+                return None
+            if touch:
+                data.last_seen = self._clock()
+            return data
+
+    def delete(self, store_id: str) -> None:
+        with self._lock:
+            self._delete_locked(store_id)
+
+    def _delete_locked(self, store_id: str) -> None:
+        data = self._sessions.pop(store_id, None)
+        if data is not None:
+            # Drop every reference so the bytes are freed now, even if a
+            # worker still holds the SessionData object.
+            data.photos.clear()
+
+    def _expired(self, data: SessionData, now: float) -> bool:
+        return now - data.last_seen > self.idle_seconds or now - data.created > self.lifetime_seconds
+
+    def sweep(self) -> int:
+        """Delete every expired session; returns how many were deleted."""
+        with self._lock:
+            now = self._clock()
+            expired = [sid for sid, data in self._sessions.items() if self._expired(data, now)]
+            for store_id in expired:
+                self._delete_locked(store_id)
+            return len(expired)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._sessions)
+
+    def total_bytes(self) -> int:
+        with self._lock:
+            return sum(data.size_bytes for data in self._sessions.values())
+
+    # -- photos -------------------------------------------------------------
+    def add_photo(self, data: SessionData, photo: Photo) -> None:
+        with self._lock:
+            if len(data.photos) >= self.max_photos:
+                raise StoreFull(f"This session already holds {self.max_photos} photos, the most allowed. Delete some first.")
+            if data.size_bytes + photo.size_bytes > self.max_bytes:
+                raise StoreFull("This session's photos have reached the memory allowed. Delete some first.")
+            data.photos[photo.id] = photo
+
+    def find_duplicate(self, data: SessionData, digest: str) -> Photo | None:
+        with self._lock:
+            return next((p for p in data.photos.values() if p.digest == digest), None)
+
+    def get_photo(self, store_id: str | None, photo_id: str, touch: bool = True) -> Photo | None:
+        data = self.get(store_id, touch=touch)
+        if data is None:
+            return None
+        with self._lock:
+            return data.photos.get(photo_id)
+
+    def remove_photo(self, data: SessionData, photo_id: str) -> bool:
+        with self._lock:
+            return data.photos.pop(photo_id, None) is not None
+
+    def update_photo(self, store_id: str, photo_id: str, **changes: Any) -> bool:
+        """Set fields of a photo if its session and the photo still exist (a worker's write-back)."""
+        with self._lock:
+            data = self._sessions.get(store_id)
+            photo = data.photos.get(photo_id) if data else None
+            if photo is None:
+                return False
+            for key, value in changes.items():
+                setattr(photo, key, value)
+            return True

@@ -1,0 +1,1 @@
+"""Blueprints: pages (the one page and settings), photos (intake, timeline, analysis), api (JSON)."""

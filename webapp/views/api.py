@@ -1,0 +1,83 @@
+"""The JSON API for clinic systems: one image in, one result out, nothing kept."""
+
+from __future__ import annotations
+
+import base64
+
+from flask import Blueprint, abort, current_app, request
+
+from ..analysis import NotReady, QueueFull, analyse_now
+from ..images import ImageRejected, safe_decode
+from ..pipeline import read
+from .common import bank_for
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+
+@bp.post("/analyze")
+def analyze():
+    upload = request.files.get("image")
+    if upload is None:
+        abort(400, description="Send one image in the multipart field 'image'.")
+    max_bytes = current_app.config["MAX_FILE_BYTES"]
+    raw = upload.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        abort(413, description=f"The image is larger than the {max_bytes // (1024 * 1024)} MB allowed.")
+    try:
+        decoded = safe_decode(raw, current_app.config["MAX_IMAGE_PIXELS"])
+    except ImageRejected as exc:
+        abort(exc.status, description=exc.message)
+    del raw
+    explain = request.args.get("explain") in {"1", "true", "yes"}
+    settings = {key: request.args[key] for key in ("app", "template_set") if request.args.get(key)}
+    try:
+        record, result = analyse_now(decoded.image, settings, explain)
+    except NotReady as exc:
+        abort(503, description=exc.message)
+    except QueueFull as exc:
+        abort(503, description=exc.message)
+    return result_json(record, result, explain)
+
+
+def result_json(record, result, explain: bool) -> dict:
+    body = {
+        "app": record.name,
+        "template_set": result.template_set_id,
+        "image_size": list(result.image_size),
+        "lesion_box": result.detection.box.as_list() if result.detection else None,
+        "localizer": result.detection.method if result.detection else None,
+        "notes": result.notes,
+        "timings": result.timings,
+        "conditions": [],
+        "headline": None,
+        "risk": "unknown",
+        "confidence": "not analysed",
+    }
+    if not result.analysed:
+        return body
+    bank = bank_for(record)
+    reading = read(result, bank)
+    body.update(
+        conditions=[
+            {
+                "id": item.condition.id,
+                "label": item.condition.label,
+                "probability": round(float(item.probability), 6),
+                "groups": list(item.condition.groups),
+                "snomed_ct": item.condition.snomed_ct,
+                "icd10": item.condition.icd10,
+            }
+            for item in reading.ranking
+        ],
+        headline={"id": reading.headline.id, "label": reading.headline.label, "summary": reading.headline.summary},
+        risk=reading.risk,
+        confidence=reading.confidence,
+        margin=round(reading.margin, 6),
+        entropy_bits=round(reading.entropy_bits, 6),
+        reliable=reading.reliable,
+        not_clear=reading.not_clear,
+    )
+    if explain and result.heatmap_png:
+        body["heatmap"] = "data:image/png;base64," + base64.b64encode(result.heatmap_png).decode("ascii")
+        body["heatmap_condition"] = result.heatmap_condition_id
+    return body

@@ -1,0 +1,77 @@
+"""The one page, the model status line, and the session's settings."""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, current_app, g, request, session
+
+from .common import bank_for, render, settings
+
+bp = Blueprint("pages", __name__)
+
+
+@bp.get("/")
+def index():
+    messages = []
+    if g.get("session_ended"):
+        messages.append(("info", "Your previous session ended, and its photos were deleted. This is a fresh session."))
+    return render("index.html", messages)
+
+
+@bp.get("/status")
+def status():
+    """The model status line; it polls itself while the model loads.
+
+    Once loading has settled, the timeline comes along out of band so its
+    Analyze buttons enable (or explain why not) without a reload.
+    """
+    return render("partials/status_update.html")
+
+
+@bp.post("/settings")
+def update_settings():
+    """Modality, picture kind, and the debug panel's rules and thresholds."""
+    registry = current_app.extensions["privascan_registry"]
+    new = dict(settings())
+    app_name = request.form.get("app")
+    if app_name:
+        if app_name not in registry.apps:
+            abort(400, description="That modality is not available.")
+        if app_name != new.get("app"):
+            new.pop("template_set", None)
+            new.pop("thresholds", None)
+        new["app"] = app_name
+    bank = bank_for(registry.app(new.get("app") or current_app.config["CLINICAL_APP"]))
+    template_set = request.form.get("template_set")
+    if template_set:
+        if template_set not in {t.id for t in bank.template_sets}:
+            abort(400, description="That kind of picture is not available for this modality.")
+        new["template_set"] = template_set
+    rules = dict(new.get("rules", {}))
+    for field in ("unclear_margin", "entropy_limit_bits"):
+        if field in request.form:
+            rules[field] = _number(request.form[field], field, 0.0, 10.0)
+    if rules:
+        new["rules"] = rules
+    thresholds = dict(new.get("thresholds", {}))
+    for condition in bank.conditions:
+        key = f"threshold_{condition.id}"
+        if key in request.form:
+            thresholds[condition.id] = _number(request.form[key], condition.label, 0.0, 1.0)
+    if thresholds:
+        new["thresholds"] = thresholds
+    if request.form.get("reset_debug"):
+        new.pop("rules", None)
+        new.pop("thresholds", None)
+    session["settings"] = new
+    return render("partials/workspace.html", [("info", "Settings saved.")])
+
+
+def _number(text: str, what: str, low: float, high: float) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        abort(400, description=f"{what}: please enter a number.")
+    if not low <= value <= high:
+        abort(400, description=f"{what}: please enter a number between {low:g} and {high:g}.")
+    return value
+

@@ -1,0 +1,232 @@
+"""Photo intake, the timeline, and the analysis of photos already in the session."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+
+from flask import Blueprint, Response, abort, current_app, g, request, session
+
+from ..analysis import NotReady, QueueFull, enqueue
+from ..images import ImageRejected, encode_jpeg, open_clean, safe_decode
+from ..render import boxed_photo_jpeg
+from ..sessions import current_data, get_store
+from ..store import Photo, StoreFull
+from .common import render, settings
+
+bp = Blueprint("photos", __name__)
+
+STORED_MAX_SIDE = 3072  # enough detail for a small lesion, bounded memory per photo
+THUMBNAIL_SIDE = 360
+
+
+def _photo_or_404(photo_id: str) -> Photo:
+    data = current_data()
+    photo = data.photos.get(photo_id) if data else None
+    if photo is None:
+        abort(404, description="That photo is not in your session (it may have been deleted, or your session ended).")
+    return photo
+
+
+def display_name(filename: str | None, index: int) -> str:
+    """A name for the card: the browser's filename trimmed; Jinja escapes it, nothing else uses it."""
+    name = (filename or "").replace("\\", "/").rsplit("/", 1)[-1].strip()
+    return name[:80] or f"Photo {index}"
+
+
+def _capture_date(exif_date: dt.date | None, last_modified_ms: str) -> tuple[dt.date, str]:
+    if exif_date is not None:
+        return exif_date, "photo metadata"
+    try:
+        stamp = int(last_modified_ms) / 1000
+        if stamp > 0:
+            return dt.datetime.fromtimestamp(stamp).date(), "file date"
+    except (ValueError, OverflowError, OSError):
+        pass
+    return dt.date.today(), "upload day"
+
+
+@bp.post("/photos")
+def upload():
+    files = [f for f in request.files.getlist("photos") if f.filename]  # an empty file input sends a nameless part
+    if not files:
+        abort(400, description="No photo was received. Choose, drop, paste or capture a photo.")
+    try:
+        data = current_data(create=True)
+    except StoreFull as exc:
+        abort(exc.status, description=exc.message)
+    store = get_store()
+    last_modified = request.form.get("last_modified", "").split(",")
+    max_bytes = current_app.config["MAX_FILE_BYTES"]
+    messages: list[tuple[str, str]] = []
+    failures: list[int] = []
+    added = 0
+    for index, upload in enumerate(files):
+        name = display_name(upload.filename, len(data.photos) + 1)
+        raw = upload.read(max_bytes + 1)
+        try:
+            if len(raw) > max_bytes:
+                raise ImageRejected(f"it is larger than the {max_bytes // (1024 * 1024)} MB allowed per photo.", 413)
+            decoded = safe_decode(raw, current_app.config["MAX_IMAGE_PIXELS"])
+        except ImageRejected as exc:
+            messages.append(("error", f"“{name}” was not added: {exc.message[0].lower() + exc.message[1:]}"))
+            failures.append(exc.status)
+            continue
+        finally:
+            del raw
+        if store.find_duplicate(data, decoded.digest):
+            messages.append(("info", f"“{name}” is already in this session, so it was skipped."))
+            continue
+        taken_on, source = _capture_date(decoded.taken_on, last_modified[index] if index < len(last_modified) else "")
+        image = decoded.image
+        photo = Photo(
+            id=secrets.token_urlsafe(9),
+            digest=decoded.digest,
+            name=name,
+            jpeg=encode_jpeg(image, quality=92, max_side=STORED_MAX_SIDE),
+            thumbnail=encode_jpeg(image, quality=80, max_side=THUMBNAIL_SIDE),
+            width=image.width,
+            height=image.height,
+            taken_on=taken_on,
+            date_source=source,
+        )
+        try:
+            store.add_photo(data, photo)
+        except StoreFull as exc:
+            messages.append(("error", f"“{name}” was not added: {exc.message}"))
+            failures.append(exc.status)
+            continue
+        added += 1
+    if added:
+        messages.insert(0, ("success", f"Added {added} photo{'s' if added != 1 else ''}."))
+    status = 200 if added or not failures else max(set(failures), key=failures.count)
+    return render("partials/timeline.html", messages, status)
+
+
+@bp.get("/photos/<photo_id>/card")
+def card(photo_id: str):
+    """One card; while queued or running it polls itself, then stops."""
+    return render("partials/card.html", photo=_photo_or_404(photo_id))
+
+
+@bp.post("/photos/<photo_id>/delete")
+def delete(photo_id: str):
+    photo = _photo_or_404(photo_id)
+    get_store().remove_photo(current_data(), photo.id)
+    return render("partials/timeline.html", [("info", f"Deleted “{photo.name}”.")])
+
+
+@bp.post("/photos/<photo_id>/date")
+def change_date(photo_id: str):
+    photo = _photo_or_404(photo_id)
+    try:
+        new_date = dt.date.fromisoformat(request.form.get("taken_on", ""))
+    except ValueError:
+        abort(400, description="Please enter a date as year-month-day.")
+    if new_date > dt.date.today() + dt.timedelta(days=1) or new_date.year < 1900:
+        abort(400, description="That date is in the future or too far in the past.")
+    photo.taken_on, photo.date_source = new_date, "set by you"
+    return render("partials/timeline.html", [("info", f"Moved “{photo.name}” to {new_date:%d %B %Y}.")])
+
+
+@bp.post("/session/clear")
+def clear():
+    data = current_data()
+    if data is not None:
+        get_store().delete(data.id)
+    session.pop("store_id", None)
+    session.pop("started", None)
+    g.store_data = None
+    return render("partials/timeline.html", [("success", "Everything in this session was deleted from the server.")])
+
+
+@bp.post("/photos/<photo_id>/analyze")
+def analyze(photo_id: str):
+    photo = _photo_or_404(photo_id)
+    try:
+        enqueue(current_data(), photo, settings())
+    except NotReady as exc:
+        abort(409, description=exc.message)
+    except QueueFull as exc:
+        abort(503, description=exc.message)
+    return render("partials/card.html", photo=photo)
+
+
+@bp.post("/analyze-all")
+def analyze_all():
+    data = current_data()
+    waiting = [p for p in data.photos.values() if p.state in ("new", "error")] if data else []
+    if not waiting:
+        return render("partials/timeline.html", [("info", "There is no photo waiting to be analysed.")])
+    queued = 0
+    try:
+        for photo in waiting:
+            enqueue(data, photo, settings())
+            queued += 1
+    except NotReady as exc:
+        abort(409, description=exc.message)
+    except QueueFull as exc:
+        if not queued:
+            abort(503, description=exc.message)
+        return render("partials/timeline.html", [("info", f"Queued {queued} photos; {exc.message}")])
+    return render("partials/timeline.html", [("success", f"Queued {queued} photo{'s' if queued != 1 else ''} for analysis.")])
+
+
+@bp.post("/photos/<photo_id>/explain/<condition_id>")
+def explain(photo_id: str, condition_id: str):
+    """A second heatmap (e.g. for the runner-up) on the same crop."""
+    photo = _photo_or_404(photo_id)
+    if photo.result is None or not photo.result.analysed or condition_id not in photo.result.scores.condition_ids:
+        abort(404, description="That condition is not part of this photo's result.")
+    try:
+        enqueue(current_data(), photo, settings(), kind="explain", condition_id=condition_id)
+    except NotReady as exc:
+        abort(409, description=exc.message)
+    except QueueFull as exc:
+        abort(503, description=exc.message)
+    return render("partials/card.html", photo=photo, explaining=condition_id)
+
+
+# -- pictures (all from memory, never cached by the browser) ------------------
+def _image_response(data: bytes, mimetype: str) -> Response:
+    if not data:
+        abort(404, description="That picture is not available.")
+    return Response(data, mimetype=mimetype)
+
+
+@bp.get("/photos/<photo_id>/thumbnail.jpg")
+def thumbnail(photo_id: str):
+    return _image_response(_photo_or_404(photo_id).thumbnail, "image/jpeg")
+
+
+@bp.get("/photos/<photo_id>/photo.jpg")
+def full_photo(photo_id: str):
+    return _image_response(_photo_or_404(photo_id).jpeg, "image/jpeg")
+
+
+@bp.get("/photos/<photo_id>/crop.jpg")
+def crop(photo_id: str):
+    result = _photo_or_404(photo_id).result
+    return _image_response(result.crop_jpeg if result else b"", "image/jpeg")
+
+
+@bp.get("/photos/<photo_id>/heatmap.png")
+def heatmap(photo_id: str):
+    result = _photo_or_404(photo_id).result
+    return _image_response(result.heatmap_png if result else b"", "image/png")
+
+
+@bp.get("/photos/<photo_id>/heatmap/<condition_id>.png")
+def extra_heatmap(photo_id: str, condition_id: str):
+    return _image_response(_photo_or_404(photo_id).extra_heatmaps.get(condition_id, b""), "image/png")
+
+
+@bp.get("/photos/<photo_id>/located.jpg")
+def located(photo_id: str):
+    """The photo with the detector's box and the crop region drawn on it."""
+    photo = _photo_or_404(photo_id)
+    result = photo.result
+    if result is None:
+        abort(404, description="This photo has not been analysed yet.")
+    box = result.detection.box if result.detection else None
+    return _image_response(boxed_photo_jpeg(open_clean(photo.jpeg), box, result.crop_region), "image/jpeg")
