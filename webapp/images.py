@@ -25,7 +25,7 @@ try:  # HEIC/HEIF from phones; registered once, in memory.
 except ImportError:  # pragma: no cover - pillow-heif is a declared dependency
     HEIF_FORMATS = ()
 
-ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "MPO", *HEIF_FORMATS)
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", *HEIF_FORMATS)  # phones' MPO files open as JPEG
 FORMAT_NAMES = "JPEG, PNG, WebP or HEIC"
 EXIF_DATETIME_ORIGINAL = 0x9003
 EXIF_IFD = 0x8769

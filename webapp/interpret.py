@@ -272,7 +272,7 @@ def _confidence_step(margin: float, confidence: str, rules: InterpretationRules)
 
 def _entropy_bits(probabilities: list[float]) -> float:
     entropy = -sum(p * math.log2(p) for p in probabilities if p > 0)
-    return max(entropy, 0.0)  # -0.0 for a one-hot distribution
+    return entropy if entropy > 0 else 0.0  # not -0.0 for a one-hot distribution
 
 
 def _risk(

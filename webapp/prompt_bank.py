@@ -28,6 +28,47 @@ KNOWN_GROUPS = frozenset(
 )
 # Ids end up in URLs, HTML attributes and cache keys.
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# ICD-10 and ICD-10-CM: letter, two characters, optional dot and up to four more.
+_ICD10_PATTERN = re.compile(r"^[A-Z][0-9][0-9A-Z](\.[0-9A-Z]{1,4})?$")
+
+# Verhoeff tables: every SNOMED CT identifier ends in a Verhoeff check digit,
+# which catches most mistyped (or invented) concept ids.
+_VERHOEFF_D = (
+    (0, 1, 2, 3, 4, 5, 6, 7, 8, 9),
+    (1, 2, 3, 4, 0, 6, 7, 8, 9, 5),
+    (2, 3, 4, 0, 1, 7, 8, 9, 5, 6),
+    (3, 4, 0, 1, 2, 8, 9, 5, 6, 7),
+    (4, 0, 1, 2, 3, 9, 5, 6, 7, 8),
+    (5, 9, 8, 7, 6, 0, 4, 3, 2, 1),
+    (6, 5, 9, 8, 7, 1, 0, 4, 3, 2),
+    (7, 6, 5, 9, 8, 2, 1, 0, 4, 3),
+    (8, 7, 6, 5, 9, 3, 2, 1, 0, 4),
+    (9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+)
+_VERHOEFF_P = (
+    (0, 1, 2, 3, 4, 5, 6, 7, 8, 9),
+    (1, 5, 7, 6, 2, 8, 3, 0, 9, 4),
+    (5, 8, 0, 3, 7, 9, 6, 1, 4, 2),
+    (8, 9, 1, 6, 0, 4, 3, 5, 2, 7),
+    (9, 4, 5, 3, 1, 2, 6, 8, 7, 0),
+    (4, 2, 8, 6, 5, 7, 3, 9, 0, 1),
+    (2, 7, 9, 3, 8, 0, 6, 4, 1, 5),
+    (7, 0, 4, 6, 9, 1, 3, 2, 5, 8),
+)
+
+
+def snomed_ct_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a SNOMED CT concept id, or None if it can be one."""
+    if not value.isdigit() or not 6 <= len(value) <= 18 or value.startswith("0"):
+        return "must be 6 to 18 digits"
+    check = 0
+    for position, digit in enumerate(reversed(value)):
+        check = _VERHOEFF_D[check][_VERHOEFF_P[position % 8][int(digit)]]
+    if check != 0:
+        return "fails the SNOMED CT check digit (mistyped?)"
+    if value[-3:-1] not in ("00", "10"):  # partition identifier of a concept
+        return "is not a concept id (partition is not 00 or 10)"
+    return None
 
 
 class PromptBankError(ValueError):
@@ -140,7 +181,12 @@ def _parse_conditions(raw: Any, errors: list[str]) -> list[Condition]:
             if not isinstance(value, str):
                 errors.append(f"{where}: {key} must be a string, got {value!r}")
                 value = ""
-            codes[key] = value.strip()
+            value = value.strip()
+            if value and key == "snomed_ct" and (problem := snomed_ct_problem(value)):
+                errors.append(f"{where}: snomed_ct {value!r} {problem}")
+            if value and key == "icd10" and not _ICD10_PATTERN.match(value):
+                errors.append(f"{where}: icd10 {value!r} does not look like an ICD-10 code (e.g. C43.9)")
+            codes[key] = value
 
         summary = entry.get("summary", "")
         if not isinstance(summary, str):

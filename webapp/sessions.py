@@ -50,7 +50,6 @@ def init_app(app: Flask) -> None:
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_NAME="privascan_session",
-        SESSION_USE_SIGNER=True,
     )
     Session(app)
     app.request_class = InMemoryRequest

@@ -1,0 +1,106 @@
+"""Shared fixtures: a tiny random MedSigLIP built offline, and apps that load it.
+
+The tiny model goes through the same ``from_pretrained`` code that loads the
+real weights; only its size differs.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from plugins.medsiglip.tiny_model import build_tiny_siglip
+from webapp import create_app
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+NCI_PHOTO = SHARED_DATA / "nci-melanoma-1800x1010.jpg"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> str:
+    return str(build_tiny_siglip(tmp_path_factory.mktemp("tiny-siglip")))
+
+
+def make_app(tiny_model_dir: str, **overrides):
+    config = {
+        "TESTING": True,
+        "MODEL": tiny_model_dir,
+        "SESSION_COOKIE_SECURE": False,
+        "PLUGIN_ALLOWLIST": (),  # no third-party plugin leaks into the suite
+        **overrides,
+    }
+    app = create_app(config)
+    app.extensions["privascan_models"].wait(120)
+    return app
+
+
+@pytest.fixture
+def app(tiny_model_dir):
+    app = make_app(tiny_model_dir)
+    yield app
+    app.extensions["privascan_worker"].stop()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def csrf_token(client) -> str:
+    """The page's CSRF token, as HTMX would send it."""
+    html = client.get("/").get_data(as_text=True)
+    return re.search(r'"X-CSRF-Token": "([^"]+)"', html).group(1)
+
+
+class Browser:
+    """A Flask test client that behaves like the page: HTMX headers and the CSRF token."""
+
+    def __init__(self, client):
+        self.client = client
+        self.token = csrf_token(client)
+
+    def headers(self, htmx: bool = True) -> dict:
+        headers = {"X-CSRF-Token": self.token}
+        if htmx:
+            headers["HX-Request"] = "true"
+        return headers
+
+    def post(self, path: str, htmx: bool = True, **kwargs):
+        return self.client.post(path, headers=self.headers(htmx), **kwargs)
+
+    def get(self, path: str, htmx: bool = True, **kwargs):
+        return self.client.get(path, headers={"HX-Request": "true"} if htmx else {}, **kwargs)
+
+    def upload(self, *files: tuple[bytes, str], last_modified: str = "", htmx: bool = True):
+        data = {"photos": [(io.BytesIO(content), name) for content, name in files], "last_modified": last_modified}
+        return self.post("/photos", htmx=htmx, data=data, content_type="multipart/form-data")
+
+    def photo_ids(self) -> list[str]:
+        html = self.get("/", htmx=False).get_data(as_text=True)
+        return re.findall(r'<article id="photo-([^"]+)"', html)
+
+
+@pytest.fixture
+def browser(client):
+    return Browser(client)
+
+
+def jpeg_bytes(width: int = 320, height: int = 240, colour=(200, 150, 120), **save) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), colour).save(buffer, format="JPEG", **save)
+    return buffer.getvalue()
+
+
+def photo_bytes(seed: int = 0, fmt: str = "JPEG", **save) -> bytes:
+    """A synthetic lesion photo, encoded; different seeds give different (non-duplicate) photos."""
+    from tests.synthetic import make_lesion_photo
+
+    image, _ = make_lesion_photo(seed)
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **save)
+    return buffer.getvalue()

@@ -1,0 +1,139 @@
+"""The plugin system: hooks, default plugins, entry points, allow-list, and the guard tests.
+
+Like datasette's, the guard tests fail when a hook is added without a test
+named ``test_hook_<name>`` here or without its section in docs/plugins.md.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_app
+from webapp.interfaces import Classifier, ClinicalApp, Detector, Explainer, PromptBank
+from webapp.plugins import PluginError, build_registry, make_plugin_manager
+
+REPO = Path(__file__).resolve().parents[1]
+BASE = {"DEFAULT_PLUGINS": ("plugins.medsiglip", "plugins.dermatology"), "PLUGIN_ALLOWLIST": (), "MODEL": "unused",
+        "HF_TOKEN": None, "LESION_WEIGHTS": None}
+
+
+@pytest.fixture
+def pm():
+    return make_plugin_manager(dict(BASE))
+
+
+def hook_names(pm) -> list[str]:
+    return sorted(name for name in dir(pm.hook) if name.startswith("register_"))
+
+
+def test_every_hook_has_a_test(pm):
+    tests = {name for name in globals() if name.startswith("test_hook_")}
+    missing = [name for name in hook_names(pm) if f"test_hook_{name}" not in tests]
+    assert not missing, f"hooks without a test_hook_<name>: {missing}"
+
+
+def test_every_hook_is_documented(pm):
+    docs = (REPO / "docs" / "plugins.md").read_text()
+    for name in hook_names(pm):
+        assert re.search(rf"^### `{name}\(config\)`", docs, re.M), f"docs/plugins.md lacks a section for {name}"
+
+
+def test_hook_register_clinical_apps(pm):
+    apps = [app for items in pm.hook.register_clinical_apps(config=BASE) for app in items]
+    assert [app.name for app in apps] == ["dermatology"]
+    assert all(isinstance(app, ClinicalApp) for app in apps)
+    assert apps[0].detector == "classical"  # no lesion weights configured
+    with_weights = [a for items in pm.hook.register_clinical_apps(config={**BASE, "LESION_WEIGHTS": "w.pt"}) for a in items]
+    assert with_weights[0].detector == "yolo"
+
+
+def test_hook_register_prompt_banks(pm):
+    banks = [bank for items in pm.hook.register_prompt_banks(config=BASE) for bank in items]
+    assert [bank.name for bank in banks] == ["dermatology"]
+    assert isinstance(banks[0], PromptBank) and len(banks[0].conditions) >= 15
+
+
+def test_hook_register_detectors(pm):
+    detectors = [d for items in pm.hook.register_detectors(config=BASE) for d in items]
+    assert [d.name for d in detectors] == ["classical"]
+    assert all(isinstance(d, Detector) for d in detectors)
+
+
+def test_hook_register_classifiers(pm):
+    classifiers = [c for items in pm.hook.register_classifiers(config=BASE) for c in items]
+    assert [c.name for c in classifiers] == ["medsiglip"]
+    assert isinstance(classifiers[0], Classifier)
+
+
+def test_hook_register_explainers(pm):
+    explainers = [e for items in pm.hook.register_explainers(config=BASE) for e in items]
+    assert [e.name for e in explainers] == ["medsiglip-gradcam"]
+    assert isinstance(explainers[0], Explainer)
+
+
+def test_each_app_gets_its_own_plugin_manager(tiny_model_dir):
+    first = make_app(tiny_model_dir)
+    second = make_app(tiny_model_dir, DEFAULT_PLUGINS=("plugins.medsiglip", "plugins.dermatology", "tests.plugins.echo_plugin"))
+    try:
+        assert "echo" not in first.extensions["privascan_registry"].apps
+        assert "echo" in second.extensions["privascan_registry"].apps
+        assert first.extensions["privascan_plugins"] is not second.extensions["privascan_plugins"]
+    finally:
+        first.extensions["privascan_worker"].stop()
+        second.extensions["privascan_worker"].stop()
+
+
+@pytest.fixture
+def installed_entry_point(tmp_path, monkeypatch):
+    """Install the echo plugin the way pip would: a dist-info with an entry point in group 'privascan'."""
+    dist = tmp_path / "privascan_echo-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: privascan-echo\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[privascan]\necho = tests.plugins.echo_plugin\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+
+    importlib.invalidate_caches()
+    return "echo"
+
+
+def test_entry_point_plugins_load_unless_the_allow_list_excludes_them(installed_entry_point):
+    loaded = make_plugin_manager({**BASE, "PLUGIN_ALLOWLIST": None})
+    assert loaded.get_plugin("echo") is not None
+    registry = build_registry(loaded, {**BASE})
+    assert set(registry.apps) == {"dermatology", "echo"}
+    allowed = make_plugin_manager({**BASE, "PLUGIN_ALLOWLIST": ("echo",)})
+    assert allowed.get_plugin("echo") is not None
+    refused = make_plugin_manager({**BASE, "PLUGIN_ALLOWLIST": ("something-else",)})
+    assert refused.get_plugin("echo") is None
+
+
+def test_an_app_naming_a_missing_part_fails_at_start_up():
+    pm = make_plugin_manager({**BASE, "DEFAULT_PLUGINS": ("plugins.dermatology", "tests.plugins.echo_plugin")})
+    with pytest.raises(PluginError, match="needs the classifier 'medsiglip'"):
+        build_registry(pm, BASE)
+
+
+def test_no_app_registered_is_a_clear_error():
+    pm = make_plugin_manager({**BASE, "DEFAULT_PLUGINS": ("plugins.medsiglip",)})
+    with pytest.raises(PluginError, match="no clinical app"):
+        build_registry(pm, BASE)
+
+
+def test_a_hook_with_a_misspelt_name_is_refused():
+    from pluggy import PluginValidationError
+
+    from webapp import hookimpl
+
+    class Misspelt:
+        @hookimpl
+        def register_detector(self, config):  # missing the final s
+            return []
+
+    pm = make_plugin_manager(dict(BASE))
+    pm.register(Misspelt())
+    with pytest.raises(PluginValidationError):
+        pm.check_pending()
