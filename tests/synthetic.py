@@ -17,7 +17,7 @@ import io
 import math
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFilter
 
 from webapp.interfaces import Box
 
@@ -89,8 +89,6 @@ def _lesion_mask(rng, width, height, diameter, centre) -> np.ndarray:
     ys = cy + px * math.sin(rot) + py * math.cos(rot)
 
     # Rasterise the polygon supersampled, then blur a little: real borders are soft.
-    from PIL import ImageDraw, ImageFilter
-
     ss = 2
     canvas = Image.new("L", (width * ss, height * ss), 0)
     ImageDraw.Draw(canvas).polygon([(x * ss, y * ss) for x, y in zip(xs, ys)], fill=255)
@@ -117,8 +115,6 @@ def _paint_lesion(rng, img, mask) -> None:
 
 def _hair(rng, img, count: int) -> None:
     """Dark, thin, gently curved hairs crossing the picture (they may cross the lesion)."""
-    from PIL import ImageDraw
-
     height, width = img.shape[:2]
     layer = Image.new("L", (width, height), 0)
     draw = ImageDraw.Draw(layer)

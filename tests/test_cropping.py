@@ -91,7 +91,8 @@ def test_padding_colour_is_the_visible_border_mean():
     ImageDraw.Draw(photo).rectangle((0, 0, 399, 99), fill=(200, 100, 0))  # top half orange
     square = np.asarray(pad_to_square(photo)).astype(int)
     # The outer frame of the photo is about half orange, half black.
-    border = np.concatenate([np.asarray(photo)[0], np.asarray(photo)[-1], np.asarray(photo)[:, 0], np.asarray(photo)[:, -1]])
+    pixels = np.asarray(photo)
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
     assert np.all(np.abs(square[0, 0] - border.mean(axis=0)) <= 1)
 
 

@@ -40,7 +40,8 @@ def grid_ious(localizer):
     for case in CASES:
         seed, tone, size, position, hair, vignette = case
         photo, truth = make_lesion_photo(
-            seed, width=640, height=480, skin_tone=tone, lesion_size=size, position=position, hair=hair, vignette=vignette
+            seed, width=640, height=480, skin_tone=tone, lesion_size=size, position=position,
+            hair=hair, vignette=vignette,
         )
         found = localizer.locate(photo)
         ious[case] = found.box.iou(truth) if found else 0.0
@@ -118,6 +119,15 @@ def test_box_is_in_original_pixels_for_any_size_and_mode(localizer):
     small, truth = make_lesion_photo(8, width=300, height=200, skin_tone="II", lesion_size=0.35)
     found = localizer.locate(small)
     assert found is not None and found.box.iou(truth) >= 0.7
+
+
+def test_lesion_cut_by_the_photo_edge_is_still_found(localizer):
+    # A quarter of the lesion lies outside the frame: box the part that is visible.
+    photo, whole = make_lesion_photo(9, width=800, height=600, skin_tone="III", lesion_size=0.3, position=(0.5, 0.5))
+    cut = whole.x0 + whole.width // 4
+    photo = photo.crop((cut, 0, 800, 600))
+    found = localizer.locate(photo)
+    assert found is not None and found.box.iou(Box(0, whole.y0, whole.x1 - cut, whole.y1)) >= 0.7
 
 
 def test_tiny_image_is_not_an_error(localizer):

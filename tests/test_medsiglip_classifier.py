@@ -75,6 +75,17 @@ def test_loads_through_from_pretrained(classifier, tiny_model_dir):
     assert str(tiny_model_dir) in description and description.endswith("on cpu")
 
 
+def test_local_folder_loads_without_network(tiny_model_dir, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise AssertionError("the network was used to load a local folder")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    local = MedSigLIPClassifier(str(tiny_model_dir), device="cpu")
+    local.load()
+    assert local.is_loaded
+
+
 def test_construction_is_cheap_and_hooks_return_plugin_objects(tiny_model_dir):
     (classifier,) = register_classifiers({"MODEL": str(tiny_model_dir), "HF_TOKEN": "hf_x"})
     assert isinstance(classifier, MedSigLIPClassifier)
@@ -230,6 +241,7 @@ def test_offline_hub_id_never_touches_the_network(monkeypatch):
     def no_network(*args, **kwargs):
         raise AssertionError("the hub was contacted in offline mode")
 
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
     monkeypatch.setattr(socket.socket, "connect", no_network)
     started = time.perf_counter()
     with pytest.raises(ModelUnavailable) as raised:

@@ -36,7 +36,7 @@ def square_region(image_size: tuple[int, int], box: Box | None, margin: float = 
         return Box(x0, y0, x0 + side, y0 + side)
     side = math.ceil(max(box.width, box.height) * (1 + 2 * margin))
     side = max(side, min(MIN_SIDE, max(width, height)))
-    # Centre in doubled coordinates so odd sizes round the same way everywhere.
+    # floor(centre - side / 2) in integers: no float rounding differences.
     x0 = (box.x0 + box.x1 - side) // 2
     y0 = (box.y0 + box.y1 - side) // 2
     return Box(x0, y0, x0 + side, y0 + side)

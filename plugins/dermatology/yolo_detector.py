@@ -111,7 +111,8 @@ class YoloLesionDetector:
                 if len(names) == 80 and {"person", "cup"} <= names:
                     raise ModelUnavailable(
                         "The configured YOLO weights are the COCO model: they find people and cups, not lesions.",
-                        "Configure lesion-trained weights, or unset PRIVASCAN_LESION_WEIGHTS to use the classical localizer.",
+                        "Configure lesion-trained weights, or unset PRIVASCAN_LESION_WEIGHTS "
+                        "to use the classical localizer.",
                     )
                 self._model = model
         return self._model

@@ -21,7 +21,6 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-import numpy as np
 from PIL import Image
 
 from webapp.interfaces import ModelUnavailable, PromptBank, Scores, TemplateSet
@@ -199,7 +198,8 @@ class MedSigLIPClassifier:
                 return
             source, local = self._resolve_source()
             offline = hub_offline()
-            kwargs = {} if local else {"token": self.token, "local_files_only": offline}
+            # A local folder never needs the hub; a hub id may use it unless offline.
+            kwargs = {"local_files_only": True} if local else {"token": self.token, "local_files_only": offline}
             try:
                 import torch
                 from transformers import AutoConfig, AutoModel, AutoProcessor

@@ -47,9 +47,9 @@ def update_settings():
             abort(400, description="That kind of picture is not available for this modality.")
         new["template_set"] = template_set
     rules = dict(new.get("rules", {}))
-    for field in ("unclear_margin", "entropy_limit_bits"):
+    for field, label, high in (("unclear_margin", "“Not clear” margin", 1.0), ("entropy_limit_bits", "Entropy limit", 10.0)):
         if field in request.form:
-            rules[field] = _number(request.form[field], field, 0.0, 10.0)
+            rules[field] = _number(request.form[field], label, 0.0, high)
     if rules:
         new["rules"] = rules
     thresholds = dict(new.get("thresholds", {}))

@@ -1,0 +1,280 @@
+"""The page in a real browser: every way of adding a photo, the timeline, analysis, errors.
+
+The real app (tiny random MedSigLIP) serves on a loopback port from a
+background thread; Debian's Chromium, driven by Playwright, plays the user.
+Playwright never downloads a browser here: without /usr/bin/chromium the
+module is skipped. Every test opens a fresh browser context (a new session)
+and asserts on what a person sees. A journal shared by the module records
+console errors, CSP violations and any request to another origin; the last
+test checks that it stayed empty.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import threading
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+if not CHROMIUM.exists():
+    pytest.skip("Debian's Chromium (/usr/bin/chromium) is not installed; `make test` installs it", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+expect = sync_api.expect
+
+from werkzeug.serving import make_server  # noqa: E402
+
+from tests.conftest import make_app  # noqa: E402
+from tests.synthetic import make_lesion_photo  # noqa: E402
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+]
+TIMEOUT_MS = 15_000
+
+# The page reports CSP violations to Python through an exposed function; an
+# init script runs before any of the page's own scripts, so none is missed.
+CSP_PROBE = """
+document.addEventListener("securitypolicyviolation", (event) => {
+  window.__privascanCsp(`${event.violatedDirective} blocked ${event.blockedURI || "inline"} in ${event.sourceFile || "page"}`);
+}, true);
+"""
+
+
+def photo_bytes(seed: int, fmt: str = "JPEG") -> bytes:
+    image, _ = make_lesion_photo(seed, width=400, height=300)
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir):
+    app = make_app(tiny_model_dir, SESSION_COOKIE_SECURE=False)
+    httpd = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, name="browser-test-server", daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_port}"
+    httpd.shutdown()
+    thread.join(10)
+    app.extensions["privascan_worker"].stop()
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def journal() -> dict[str, list[str]]:
+    """What must stay empty for the whole module (checked by the last test)."""
+    return {"console errors": [], "page errors": [], "csp violations": [], "foreign requests": [], "requests": []}
+
+
+@pytest.fixture
+def page(server, chromium, journal, request):
+    """A fresh session on the app's page; its console, CSP reports and requests go to the journal.
+
+    A test that provokes an error on purpose lists the console messages it
+    expects in ``page.expected_console`` (regular expressions).
+    """
+    context = chromium.new_context(viewport={"width": 1280, "height": 900}, base_url=server)
+    context.set_default_timeout(TIMEOUT_MS)
+    test = request.node.name
+    context.expose_function("__privascanCsp", lambda text: journal["csp violations"].append(f"{test}: {text}"))
+    context.add_init_script(CSP_PROBE)
+    page = context.new_page()
+    page.expected_console = []
+
+    def on_console(message):
+        if message.type == "error" and not any(re.search(p, message.text) for p in page.expected_console):
+            journal["console errors"].append(f"{test}: {message.text} ({message.location.get('url', '')})")
+
+    def on_request(req):
+        journal["requests"].append(req.url)
+        parts = urlsplit(req.url)
+        if parts.scheme in ("data", "blob"):
+            return
+        if f"{parts.scheme}://{parts.netloc}" != server:
+            journal["foreign requests"].append(f"{test}: {req.method} {req.url}")
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda error: journal["page errors"].append(f"{test}: {error}"))
+    page.on("request", on_request)
+    page.goto("/")
+    page.wait_for_function("() => window.htmx !== undefined")
+    yield page
+    context.close()
+
+
+def cards(page):
+    return page.locator("#timeline article.card")
+
+
+def card_named(page, name: str):
+    return page.locator("#timeline article.card").filter(has=page.locator(".photo-name", has_text=name))
+
+
+def add_files(page, *files: tuple[str, str, bytes]):
+    page.set_input_files("#photo-input", [{"name": n, "mimeType": m, "buffer": b} for n, m, b in files])
+
+
+def dispatch_with_file(page, event_js: str, target: str, name: str, mime: str, data: bytes, last_modified_ms: int | None = None):
+    """Build a File from bytes inside the page, wrap it in a DataTransfer and dispatch ``event_js`` on ``target``."""
+    page.evaluate(
+        """([eventJs, target, name, mime, b64, lastModified]) => {
+          const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+          const options = { type: mime };
+          if (lastModified !== null) { options.lastModified = lastModified; }
+          const transfer = new DataTransfer();
+          transfer.items.add(new File([bytes], name, options));
+          const makeEvent = new Function("transfer", "return " + eventJs);
+          document.querySelector(target).dispatchEvent(makeEvent(transfer));
+        }""",
+        [event_js, target, name, mime, base64.b64encode(data).decode("ascii"), last_modified_ms],
+    )
+
+
+def test_file_picker_adds_several_photos_under_a_date_heading(page):
+    add_files(page, ("mole-a.jpg", "image/jpeg", photo_bytes(1)), ("mole-b.png", "image/png", photo_bytes(2, "PNG")),
+              ("mole-c.jpg", "image/jpeg", photo_bytes(3)))
+    expect(cards(page)).to_have_count(3)
+    expect(page.locator("#messages")).to_contain_text("Added 3 photos.")
+    days = page.locator("#timeline section.day")
+    expect(days).to_have_count(1)
+    expect(days.locator("h3")).to_contain_text("(3 photos)")
+    for name in ("mole-a.jpg", "mole-b.png", "mole-c.jpg"):
+        card = card_named(page, name)
+        expect(card).to_be_visible()
+        expect(card.locator(".state")).to_contain_text("Not analysed yet")
+        # The thumbnail really loaded (served from memory by the app).
+        expect(card.locator("img.thumbnail")).to_have_js_property("complete", True)
+        assert card.locator("img.thumbnail").evaluate("img => img.naturalWidth") > 0
+
+
+def test_drag_and_drop_adds_a_photo(page):
+    dispatch_with_file(
+        page, "new DragEvent('drop', {dataTransfer: transfer, bubbles: true, cancelable: true})",
+        "#drop-zone", "dropped.jpg", "image/jpeg", photo_bytes(4),
+    )
+    expect(card_named(page, "dropped.jpg")).to_be_visible()
+    expect(cards(page)).to_have_count(1)
+
+
+def test_clipboard_paste_adds_a_photo(page):
+    dispatch_with_file(
+        page, "new ClipboardEvent('paste', {clipboardData: transfer, bubbles: true, cancelable: true})",
+        "body", "image.png", "image/png", photo_bytes(5, "PNG"),
+    )
+    expect(cards(page)).to_have_count(1)
+    expect(cards(page).locator(".photo-name")).to_have_text(re.compile(r"^pasted-\d{8}-\d{6}\.png$"))
+
+
+def test_camera_takes_a_photo(page):
+    page.get_by_text("Use the camera").click()
+    page.get_by_role("button", name="Start camera").click()
+    expect(page.locator("#camera-status")).to_contain_text("The camera is on")
+    page.wait_for_function("() => { const v = document.getElementById('camera-preview'); return v.readyState >= 2 && v.videoWidth > 0; }")
+    page.get_by_role("button", name="Take photo").click()
+    expect(cards(page)).to_have_count(1)
+    expect(cards(page).locator(".photo-name")).to_have_text(re.compile(r"^camera-\d{8}-\d{6}\.jpg$"))
+    expect(page.locator("#camera-status")).to_contain_text("Photo taken")
+    page.get_by_role("button", name="Stop camera").click()
+    expect(page.locator("#camera-status")).to_have_text("The camera is off.")
+
+
+def test_changing_a_date_regroups_the_timeline(page):
+    add_files(page, ("first.jpg", "image/jpeg", photo_bytes(6)), ("second.jpg", "image/jpeg", photo_bytes(7)))
+    expect(cards(page)).to_have_count(2)
+    expect(page.locator("#timeline section.day")).to_have_count(1)
+    card = card_named(page, "second.jpg")
+    card.get_by_label("Date taken").fill("2024-03-15")
+    card.get_by_role("button", name="Save date").click()
+    new_day = page.locator("#timeline section.day").filter(has=page.locator("time[datetime='2024-03-15']"))
+    expect(new_day).to_have_count(1)
+    expect(new_day.locator("h3")).to_contain_text("Friday 15 March 2024")
+    expect(new_day.locator(".photo-name")).to_have_text(["second.jpg"])
+    expect(page.locator("#timeline section.day")).to_have_count(2)
+    # Newest day first: the untouched photo's day stays on top.
+    expect(page.locator("#timeline section.day").first.locator(".photo-name")).to_have_text(["first.jpg"])
+    expect(card_named(page, "second.jpg").locator(".hint")).to_contain_text("set by you")
+    expect(page.locator("#messages")).to_contain_text("Moved “second.jpg” to 15 March 2024.")
+
+
+def test_analysing_a_photo_shows_a_ranked_result_and_heatmap(page):
+    add_files(page, ("spot.jpg", "image/jpeg", photo_bytes(8)))
+    card = card_named(page, "spot.jpg")
+    expect(card.locator(".state")).to_contain_text("Not analysed yet")
+    with page.expect_response(re.compile(r"/photos/[^/]+/analyze$")) as answer:
+        card.get_by_role("button", name="Analyze", exact=True).click()
+    assert answer.value.ok
+    # The swapped-in card says in words that the photo is on its way, then polls itself until done.
+    assert re.search(r'data-state="(queued|running)"', answer.value.text()), answer.value.text()
+    expect(card.locator(".state")).to_have_text(re.compile(r"Analysed"))
+    result = card.locator("section.result")
+    expect(result.locator(".risk strong")).to_have_text(re.compile(r"(High|Moderate|Low) concern|Unclear"))
+    expect(result).to_contain_text("Most likely:")
+    ranking = result.locator("ol.ranking > li")
+    assert ranking.count() >= 2
+    percentages = [float(t.rstrip(" %")) for t in result.locator("ol.ranking .pct").all_inner_texts()]
+    assert percentages == sorted(percentages, reverse=True)
+    heatmap = result.get_by_role("img", name=re.compile(r"^Heatmap of where the model looked"))
+    expect(heatmap).to_be_visible()
+    expect(heatmap).to_have_js_property("complete", True)
+    assert heatmap.evaluate("img => img.naturalWidth") > 0
+    expect(card.get_by_role("button", name="Analyze again")).to_be_enabled()
+
+
+def test_a_bad_file_gives_a_readable_message_and_keeps_the_photos(page):
+    add_files(page, ("keep.jpg", "image/jpeg", photo_bytes(9)))
+    expect(cards(page)).to_have_count(1)
+    # The failed upload's status is logged by the browser and by htmx; that is expected here.
+    page.expected_console += [r"status of 4\d\d", r"Response Status Error Code 4\d\d"]
+    add_files(page, ("x.jpg", "image/jpeg", b"this is not a picture, just some text\n" * 20))
+    error = page.locator("#messages .message-error")
+    expect(error).to_be_visible()
+    expect(error).to_contain_text("“x.jpg” was not added")
+    assert "Traceback" not in error.inner_text()
+    expect(cards(page)).to_have_count(1)
+    expect(card_named(page, "keep.jpg")).to_be_visible()
+    # The picker still works after the error.
+    add_files(page, ("after.jpg", "image/jpeg", photo_bytes(10)))
+    expect(cards(page)).to_have_count(2)
+
+
+def test_no_console_errors_csp_violations_or_foreign_requests(page, journal, server):
+    """Runs last: checks the journal of the whole module, after a last upload of its own."""
+    add_files(page, ("last.jpg", "image/jpeg", photo_bytes(11)))
+    expect(cards(page)).to_have_count(1)
+    # The CSP probe is live: an inline style, which the policy forbids, is reported.
+    page.evaluate("() => { const s = document.createElement('style'); s.textContent = 'body {}'; document.head.appendChild(s); }")
+    probe: list[str] = []
+    for _ in range(50):  # the report reaches Python asynchronously
+        probe = [v for v in journal["csp violations"] if "style-src" in v and "test_no_console_errors" in v]
+        if probe:
+            break
+        page.wait_for_timeout(50)
+    assert probe, "the securitypolicyviolation listener did not report a deliberate violation"
+    for entry in probe:
+        journal["csp violations"].remove(entry)
+    # Chromium logs the blocked style on the console too.
+    journal["console errors"][:] = [e for e in journal["console errors"] if not ("test_no_console_errors" in e and "Content Security Policy" in e)]
+
+    assert any(url.startswith(server) for url in journal["requests"])
+    problems = {kind: entries for kind, entries in journal.items() if kind != "requests" and entries}
+    assert not problems, problems
