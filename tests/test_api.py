@@ -1,0 +1,74 @@
+"""POST /api/analyze: the real pipeline over HTTP, stateless."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+from PIL import Image
+
+from tests.conftest import NCI_PHOTO, make_app, photo_bytes
+from tests.synthetic import make_lesion_photo
+
+
+def post_image(client, content: bytes, query: str = ""):
+    return client.post(f"/api/analyze{query}", data={"image": (io.BytesIO(content), "x.jpg")}, content_type="multipart/form-data")
+
+
+def test_analyze_the_nci_photo_with_a_heatmap(app, client):
+    response = post_image(client, NCI_PHOTO.read_bytes(), "?explain=1")
+    assert response.status_code == 200
+    body = response.get_json()
+    conditions = body["conditions"]
+    assert len(conditions) >= 15
+    probabilities = [c["probability"] for c in conditions]
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert abs(sum(probabilities) - 1) < 1e-3
+    assert body["headline"]["id"] == conditions[0]["id"]
+    assert body["risk"] in {"high", "moderate", "low", "unclear"}
+    assert body["confidence"]
+    x0, y0, x1, y1 = body["lesion_box"]
+    assert 300 < x0 < 520 and 800 < x1 < 1200 and 250 < y0 < 450 and 700 < y1 < 900
+    assert {"localize", "crop", "classify_and_explain"} <= set(body["timings"])
+    header, data = body["heatmap"].split(",", 1)
+    assert header == "data:image/png;base64"
+    heatmap = Image.open(io.BytesIO(base64.b64decode(data)))
+    assert heatmap.size == (448, 448) and heatmap.mode == "RGB"
+    assert body["heatmap_condition"] == body["headline"]["id"]
+
+
+def test_without_explain_no_heatmap_and_nothing_kept(app, client):
+    response = post_image(client, photo_bytes(1))
+    body = response.get_json()
+    assert response.status_code == 200 and "heatmap" not in body
+    assert "classify" in body["timings"]
+    assert len(app.extensions["privascan_store"]) == 0  # no session was created
+    assert "Set-Cookie" not in response.headers or "privascan_session" not in response.headers.get("Set-Cookie", "")
+
+
+def test_box_is_in_original_pixels_after_exif_rotation(app, client):
+    image, _ = make_lesion_photo(3, width=800, height=600)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated: 600 wide, 800 high
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", exif=exif.tobytes())
+    body = post_image(client, buffer.getvalue()).get_json()
+    assert body["image_size"] == [600, 800]
+    x0, y0, x1, y1 = body["lesion_box"]
+    assert 0 <= x0 < x1 <= 600 and 0 <= y0 < y1 <= 800
+
+
+def test_errors_are_json_with_a_status(client):
+    missing = client.post("/api/analyze", data={}, content_type="multipart/form-data")
+    assert missing.status_code == 400 and "image" in missing.get_json()["error"]
+    bad = post_image(client, b"not an image")
+    assert bad.status_code == 415 and bad.get_json()["error"].startswith("This file is not a photo")
+
+
+def test_model_not_loaded_is_503(tiny_model_dir, tmp_path):
+    app = make_app(tiny_model_dir, MODEL=str(tmp_path / "missing"))
+    response = post_image(app.test_client(), photo_bytes(2))
+    assert response.status_code == 503
+    assert "not available" in response.get_json()["error"]
+    assert response.headers["Retry-After"] == "30"
+    app.extensions["privascan_worker"].stop()
