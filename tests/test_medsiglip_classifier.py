@@ -18,11 +18,6 @@ from webapp.interfaces import Classifier, Condition, ModelUnavailable, PromptBan
 
 
 @pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    return build_tiny_siglip(tmp_path_factory.mktemp("tiny-siglip"))
-
-
-@pytest.fixture(scope="module")
 def bank():
     return PromptBank(
         name="test-derm",
@@ -163,11 +158,15 @@ def test_pixel_values_are_the_448_crop_in_minus_one_to_one(classifier, crop):
 
 def test_non_square_crop_is_padded_to_square_before_resizing(classifier):
     wide = Image.new("RGB", (448, 224), (255, 255, 255))
+    wide.paste((0, 0, 0), (0, 100, 448, 124))  # a black stripe across the middle of the band
     pixels = classifier.pixel_values(wide)[0]
     assert pixels.shape == (3, 448, 448)
-    # 112 black rows above and below the white band, kept after the (identity) resize.
-    assert torch.all(pixels[:, :100, :] == -1.0) and torch.all(pixels[:, -100:, :] == -1.0)
-    assert torch.allclose(pixels[:, 200:248, :], torch.ones(1))
+    # Padded (112 rows above and below), never stretched: the stripe stays 24 rows
+    # thick, 112 rows lower; a stretched image would have made it 48 rows thick.
+    stripe_rows = torch.nonzero(pixels[0, :, 224] < 0).flatten()
+    assert stripe_rows.min() == 212 and stripe_rows.max() == 235
+    # The padding continues the picture's edge colour (webapp.cropping.pad_to_square).
+    assert torch.all(pixels[:, :100, :] > 0.8)
 
 
 def test_text_tower_runs_once_per_bank_and_template_set(classifier, bank, crop):

@@ -53,6 +53,9 @@ def enqueue(data: SessionData, photo: Photo, settings: dict, kind: str = "analyz
 
 
 def run_job(app: Flask, job: Job) -> None:
+    if job.kind == "call":
+        _run_call_job(job, app.extensions["privascan_registry"])
+        return
     store = app.extensions["privascan_store"]
     registry = app.extensions["privascan_registry"]
     photo = store.get_photo(job.store_id, job.photo_id, touch=False) if job.kind != "api" else None
@@ -116,4 +119,44 @@ def _run_api_job(job: Job, record, registry) -> None:
         future.set_result(result)
 
 
-__all__ = ["analyse_now", "enqueue", "NotReady", "QueueFull", "run_job"]
+class WorkerTimeout(Exception):
+    message = "The analyser is busy with other work. Please try again in a moment."
+
+
+def run_on_worker(settings: dict, work, timeout: float):
+    """Run ``work(record, registry)`` on the inference worker and return ``(record, its value)``.
+
+    For live scan frames and heatmaps: the caller's data travels inside
+    ``work`` and is dropped by the worker once it has run. Raises NotReady,
+    QueueFull or WorkerTimeout (a job that has not started by then is
+    cancelled and never runs).
+    """
+    record = clinical_app_for(settings)
+    status = current_app.extensions["privascan_models"].status(record.classifier)
+    if not status.ready:
+        raise NotReady(f"Analysis is not available yet: {status.message} {status.advice}".strip())
+    future: Future = Future()
+    job = Job("call", secrets.token_hex(8), "call", {"work": partial(work, record), "future": future})
+    current_app.extensions["privascan_worker"].submit(job)
+    try:
+        return record, future.result(timeout=timeout)
+    except TimeoutError:
+        future.cancel()
+        raise WorkerTimeout() from None
+
+
+def _run_call_job(job: Job, registry) -> None:
+    # Pop both, so the worker's last-job reference keeps nothing of the caller's data.
+    work = job.options.pop("work")
+    future: Future = job.options.pop("future")
+    if not future.set_running_or_notify_cancel():  # the caller gave up waiting
+        return
+    try:
+        result = work(registry)
+    except Exception as exc:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
+
+
+__all__ = ["analyse_now", "enqueue", "NotReady", "QueueFull", "run_job", "run_on_worker", "WorkerTimeout"]

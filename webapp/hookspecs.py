@@ -2,7 +2,9 @@
 
 Each ``register_*`` hook returns a list; the core flattens the lists of every
 plugin. Every hook takes ``config`` (the Flask app's config mapping); pluggy
-lets an implementation leave out arguments it does not need.
+lets an implementation leave out arguments it does not need. ``alert_raised``
+is a notification: the core ships no implementation of it, so nothing is
+forwarded anywhere unless an operator installs a plugin that does.
 """
 
 from pluggy import HookimplMarker, HookspecMarker
@@ -34,3 +36,8 @@ def register_classifiers(config):
 @hookspec
 def register_explainers(config):
     """Return a list of Explainer objects that classify and return a heatmap in one pass."""
+
+
+@hookspec
+def alert_raised(alert, config):
+    """Receive one live-scan alert (a webapp.live.Alert: words and numbers, never an image) to forward to a clinic system; return nothing."""

@@ -53,6 +53,17 @@ class ModelManager:
             self._thread.join(timeout)
 
     def load_all(self) -> None:
+        # Detectors and explainers with a load() import their libraries now,
+        # at start-up: some (matplotlib under pytorch-grad-cam, ultralytics)
+        # create cache folders on first import, which must not happen while
+        # a user's photo is being handled.
+        for part in [*self.registry.detectors.values(), *self.registry.explainers.values()]:
+            load = getattr(part, "load", None)
+            if load is not None:
+                try:
+                    load()
+                except Exception:
+                    log.exception("%s failed to load", part.name)
         for name, classifier in self.registry.classifiers.items():
             self._load(name, classifier)
 

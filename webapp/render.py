@@ -9,18 +9,22 @@ from .images import encode_jpeg, encode_png
 from .interfaces import Box
 
 
-def heatmap_overlay_png(crop: Image.Image, heatmap: np.ndarray, weight: float = 0.45) -> bytes:
-    """Blend a [0, 1] heatmap (jet colours: blue = little, red = most attention) onto the crop."""
+def heatmap_overlay_png(crop: Image.Image, heatmap: np.ndarray, image_weight: float = 0.55) -> bytes:
+    """Blend a [0, 1] heatmap onto the crop (jet: dark blue = little, dark red = most), as PNG bytes."""
     # Imported here: pytorch-grad-cam pulls in cv2 and matplotlib, which the
     # rest of the web app never needs.
+    import cv2
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
     rgb = np.asarray(crop.convert("RGB"), dtype=np.float32) / 255.0
-    mask = np.asarray(Image.fromarray(np.nan_to_num(heatmap).astype(np.float32)).resize(crop.size, Image.Resampling.BILINEAR))
-    mask = np.clip(mask, 0.0, 1.0)
-    # use_rgb=True: OpenCV's colormap is BGR; without it red attention shows as blue.
-    overlay = show_cam_on_image(rgb, mask, use_rgb=True, image_weight=1.0 - weight)
-    return encode_png(Image.fromarray(overlay))
+    height, width = rgb.shape[:2]
+    mask = np.asarray(heatmap, dtype=np.float32)
+    if mask.shape != (height, width):
+        mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_LINEAR)
+    mask = np.clip(np.nan_to_num(mask), 0.0, 1.0)
+    # use_rgb=True: OpenCV's colour maps are BGR; without it red attention shows as blue.
+    blended = show_cam_on_image(rgb, mask, use_rgb=True, colormap=cv2.COLORMAP_JET, image_weight=image_weight)
+    return encode_png(Image.fromarray(blended, mode="RGB"))
 
 
 def boxed_photo_jpeg(image: Image.Image, box: Box | None, region: Box | None, max_side: int = 1024) -> bytes:

@@ -58,6 +58,7 @@ class SessionData:
     created: float
     last_seen: float
     photos: OrderedDict[str, Photo] = field(default_factory=OrderedDict)
+    live: Any = None  # webapp.live.LiveState while a live scan has been started
 
     @property
     def size_bytes(self) -> int:
@@ -121,6 +122,7 @@ class SessionStore:
             # Drop every reference so the bytes are freed now, even if a
             # worker still holds the SessionData object.
             data.photos.clear()
+            data.live = None
 
     def _expired(self, data: SessionData, now: float) -> bool:
         return now - data.last_seen > self.idle_seconds or now - data.created > self.lifetime_seconds

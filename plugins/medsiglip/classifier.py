@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from PIL import Image
 
+from webapp.cropping import pad_to_square
 from webapp.interfaces import ModelUnavailable, PromptBank, Scores, TemplateSet
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -60,18 +61,6 @@ def pick_device() -> str:
     if mps is not None and mps.is_available():
         return "mps"
     return "cpu"
-
-
-def pad_to_square(image: Image.Image, fill: tuple[int, int, int] = (0, 0, 0)) -> Image.Image:
-    """Centre the image on a black square (Google pads before resizing, "as in training")."""
-    image = image.convert("RGB")
-    width, height = image.size
-    if width == height:
-        return image
-    side = max(width, height)
-    square = Image.new("RGB", (side, side), fill)
-    square.paste(image, ((side - width) // 2, (side - height) // 2))
-    return square
 
 
 def build_scores(condition_ids: Sequence[str], logits: "torch.Tensor", similarities: "torch.Tensor") -> Scores:

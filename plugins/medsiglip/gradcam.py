@@ -104,6 +104,11 @@ class MedSigLIPGradCAM:
     name = "medsiglip-gradcam"
     colour_scale = COLOUR_SCALE
 
+    def load(self) -> None:
+        """Import pytorch-grad-cam at start-up: its matplotlib import creates cache folders once,
+        which must happen before any user's photo is handled, never during it."""
+        import pytorch_grad_cam  # noqa: F401
+
     def explain(
         self,
         classifier: Classifier,
@@ -141,32 +146,3 @@ class MedSigLIPGradCAM:
         heatmap = np.clip(np.nan_to_num(heatmaps[0].astype(np.float32)), 0.0, 1.0)
         return Explanation(scores=scores, condition_id=condition_ids[target.index], heatmap=heatmap)
 
-
-def overlay_png(crop: Image.Image, heatmap: np.ndarray, image_weight: float = 0.5) -> bytes:
-    """The heatmap blended over the crop with a jet colour map, as PNG bytes (RGB, crop size)."""
-    import cv2
-    from pytorch_grad_cam.utils.image import show_cam_on_image
-
-    rgb = np.asarray(crop.convert("RGB"), dtype=np.float32) / 255.0
-    height, width = rgb.shape[:2]
-    mask = np.asarray(heatmap, dtype=np.float32)
-    if mask.shape != (height, width):
-        mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_LINEAR)
-    mask = np.clip(np.nan_to_num(mask), 0.0, 1.0)
-    blended = show_cam_on_image(rgb, mask, use_rgb=True, colormap=cv2.COLORMAP_JET, image_weight=image_weight)
-    return _png(Image.fromarray(blended, mode="RGB"))
-
-
-def legend_png(width: int = 256, height: int = 16) -> bytes:
-    """A left-to-right colour bar of the overlay's scale (low to high influence), as PNG bytes."""
-    import cv2
-
-    ramp = np.tile(np.linspace(0, 255, width, dtype=np.float32).round().astype(np.uint8), (height, 1))
-    colours = cv2.cvtColor(cv2.applyColorMap(ramp, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
-    return _png(Image.fromarray(colours, mode="RGB"))
-
-
-def _png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()

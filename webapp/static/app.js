@@ -114,6 +114,7 @@
       cameraStatus("This browser cannot show a live camera here. Use “Open the phone's camera app” instead.");
       return;
     }
+    stopCamera();  // a second press must not leave the first stream running
     try {
       stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment", width: { ideal: 1920 } }, audio: false });
     } catch (error) {
@@ -153,4 +154,10 @@
     if (event.target.id === "camera-panel" && !event.target.open) { stopCamera(); }
   }, true);
   window.addEventListener("pagehide", stopCamera);
+  // A swap that replaces the camera panel (e.g. changing the settings) must not
+  // leave the camera running with no preview and no Stop button for it.
+  document.addEventListener("htmx:afterSettle", function () {
+    const video = document.getElementById("camera-preview");
+    if (stream && (!video || video.srcObject !== stream)) { stopCamera(); }
+  });
 })();

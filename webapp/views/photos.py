@@ -105,8 +105,8 @@ def upload():
 
 @bp.get("/photos/<photo_id>/card")
 def card(photo_id: str):
-    """One card; while queued or running it polls itself, then stops."""
-    return render("partials/card.html", photo=_photo_or_404(photo_id))
+    """One card; while queued or running (or computing an extra heatmap) it polls itself, then stops."""
+    return render("partials/card.html", photo=_photo_or_404(photo_id), explaining=request.args.get("explaining"))
 
 
 @bp.post("/photos/<photo_id>/delete")

@@ -1,0 +1,323 @@
+"""Live scan: camera frames in, smoothed per-condition alerts out.
+
+A frame is decoded in memory, analysed on the inference worker (localizer and
+classifier, no heatmap) and dropped; only its scores move the session's
+smoothing (``webapp.live``), and only its crop is kept, replacing the last
+one, for "explain this frame". One frame per session is in flight at a time:
+a second one is refused with 429, never queued. Alerts go to the session's
+log, to the page (and its speech), and to any ``alert_raised`` plugin.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import logging
+import time
+from functools import partial
+
+from flask import Blueprint, Response, abort, current_app, render_template, request, session
+
+from ..analysis import NotReady, QueueFull, WorkerTimeout, run_on_worker
+from ..images import ImageRejected, open_clean, safe_decode
+from ..live import LOG_LIMIT, LiveState, Smoothing, log_csv, log_json
+from ..pipeline import analyse_image
+from ..render import heatmap_overlay_png
+from ..sessions import current_data
+from ..store import StoreFull
+from .common import bank_for, clinical_app, settings, thresholds_for
+
+log = logging.getLogger(__name__)
+bp = Blueprint("live", __name__, url_prefix="/live")
+
+# Defaults an app's config may override (LIVE_*): the browser sends frames of
+# at most 640 px, so these bounds are generous for a real camera and small
+# enough that a flood of frames cannot exhaust memory.
+DEFAULTS = {
+    "LIVE_MAX_FRAME_BYTES": 2 * 1024 * 1024,
+    "LIVE_MAX_FRAME_PIXELS": 2_000_000,
+    "LIVE_FRAME_TIMEOUT": 60.0,  # seconds a frame may wait for the worker
+    "LIVE_EXPLAIN_TIMEOUT": 180.0,
+    "LIVE_WINDOW": 5,
+    "LIVE_NEEDED": 3,
+    "LIVE_GAP": 0.05,
+    "LIVE_LOG_LIMIT": LOG_LIMIT,
+}
+SHOWN_SCORES = 5  # closest matches listed under the video
+ENDED = ("This live scan has ended (the session ended or was cleared, or the scan was never started), "
+         "so the frame was not analysed. Press Start to begin again.")
+
+
+def _config(key: str):
+    return current_app.config.get(key, DEFAULTS[key])
+
+
+def _smoothing() -> Smoothing:
+    return Smoothing(window=int(_config("LIVE_WINDOW")), needed=int(_config("LIVE_NEEDED")), gap=float(_config("LIVE_GAP")))
+
+
+def _live() -> LiveState | None:
+    """This session's live state, if a scan was started for the current modality."""
+    data = current_data()
+    live = data.live if data is not None else None
+    return live if live is not None and live.app_name == clinical_app().name else None
+
+
+def _context(**extra) -> dict:
+    record = clinical_app()
+    bank = bank_for(record)
+    live = _live()
+    return {
+        "record": record,
+        "bank": bank,
+        "thresholds": thresholds_for(bank),
+        "smoothing": _smoothing(),
+        "live": live,
+        "log_alerts": live.log_snapshot() if live else [],
+        "log_limit": int(_config("LIVE_LOG_LIMIT")),
+        "current_alerts": live.current_alerts() if live else [],
+        "model_status": current_app.extensions["privascan_models"].status(record.classifier),
+        "demo": current_app.config["DEMO_MODEL"],
+        "frame": None,
+        "raised": [],
+        "messages": [],
+        **extra,
+    }
+
+
+def _render(partial_name: str, messages: list[tuple[str, str]] | None = None, **extra):
+    """The partial (with messages out of band) for HTMX, the whole live page otherwise."""
+    context = _context(messages=messages or [], **extra)
+    if request.headers.get("HX-Request"):
+        return render_template(partial_name, oob_messages=True, **context)
+    return render_template("live.html", **context)
+
+
+@bp.get("")
+def page():
+    if request.headers.get("HX-Request"):
+        return render_template("partials/live_panel.html", **_context())
+    return render_template("live.html", **_context())
+
+
+@bp.post("/start")
+def start():
+    """Begin (or restart) this session's live scan; the session is created here if need be."""
+    record = clinical_app()
+    status = current_app.extensions["privascan_models"].status(record.classifier)
+    if not status.ready:
+        abort(409, description=f"Live scan is not available yet: {status.message} {status.advice}".strip())
+    try:
+        data = current_data(create=True)
+    except StoreFull as exc:
+        abort(exc.status, description=exc.message)
+    live = data.live
+    if live is None or live.app_name != record.name:
+        data.live = LiveState(record.name, _smoothing(), log_limit=int(_config("LIVE_LOG_LIMIT")))
+    else:
+        live.restart()
+    return render_template("partials/live_frame.html", **_context())
+
+
+def _analyse_frame(image, template_set_id, record, registry):
+    """Runs on the inference worker."""
+    started = time.perf_counter()
+    return analyse_image(image, record, registry, template_set_id=template_set_id, explain=False), started
+
+
+@bp.post("/frame")
+def frame():
+    """One downscaled JPEG frame (multipart field ``frame``) in, the live result partial out."""
+    data = current_data()
+    live = _live()
+    if live is None:
+        abort(410, description=ENDED)
+    upload = request.files.get("frame")
+    if upload is None:
+        abort(400, description="No frame was received: send one camera frame as a JPEG in the field 'frame'.")
+    if not live.frame_lock.acquire(blocking=False):
+        abort(429, description="The previous frame is still being analysed, so this one was dropped. "
+                               "Send the next frame when the previous answer has arrived.")
+    try:
+        received = time.perf_counter()
+        max_bytes = int(_config("LIVE_MAX_FRAME_BYTES"))
+        raw = upload.read(max_bytes + 1)
+        if len(raw) > max_bytes:
+            abort(413, description=f"This frame is larger than the {max_bytes // (1024 * 1024)} MB allowed for live "
+                                   "frames. Send frames of at most 640 pixels per side.")
+        try:
+            image = safe_decode(raw, int(_config("LIVE_MAX_FRAME_PIXELS"))).image
+        except ImageRejected as exc:
+            abort(exc.status, description=f"This frame was not analysed: {exc.message}")
+        finally:
+            del raw
+        decoded = time.perf_counter()
+        options = settings()
+        try:
+            record, (result, started) = run_on_worker(
+                options, partial(_analyse_frame, image, options.get("template_set")), float(_config("LIVE_FRAME_TIMEOUT"))
+            )
+        except NotReady as exc:
+            abort(409, description=exc.message)
+        except (QueueFull, WorkerTimeout) as exc:
+            abort(503, description=exc.message)
+        finally:
+            del image  # the frame itself is gone once it has been analysed
+        answered = time.perf_counter()
+        if data.live is not live:  # the session was cleared while the frame was analysed
+            abort(410, description=ENDED)
+        bank = bank_for(record)
+        thresholds = thresholds_for(bank)
+        view = _view(result, record)
+        probabilities = dict(zip(result.scores.condition_ids, map(float, result.scores.probabilities))) if view == "lesion" else None
+        raised = live.observe(probabilities, bank, thresholds)
+        live.keep_crop(result.crop_jpeg if view == "lesion" else b"", result.template_set_id)
+        timings = {"decode": decoded - received, "waiting": started - decoded,
+                   **{name: seconds for name, seconds in result.timings.items()}}
+        del result
+        for alert in raised:
+            _hand_off(alert)
+        current = {alert.condition_id for alert in live.current_alerts()}
+        rows = sorted(
+            ({"condition": c, "frame": (probabilities or {}).get(c.id, 0.0), "smoothed": live.smoothed(c.id),
+              "threshold": thresholds[c.id], "active": c.id in current} for c in bank.conditions),
+            key=lambda row: -row["smoothed"],
+        )
+        shown = rows[:SHOWN_SCORES] + [row for row in rows[SHOWN_SCORES:] if row["active"]]
+        timings["server"] = time.perf_counter() - received
+        frame_info = {"view": view, "rows": shown, "timings": {k: round(v * 1000, 1) for k, v in timings.items()},
+                      "worker_ms": round((answered - started) * 1000, 1), "number": live.frames}
+        return render_template("partials/live_frame.html", **_context(frame=frame_info, raised=raised))
+    finally:
+        live.frame_lock.release()
+
+
+def _view(result, record) -> str:
+    """What the frame showed: "lesion", "nothing" (no skin or no finding located) or "too-small"."""
+    if not result.analysed:
+        return "too-small"
+    if record.detector and result.detection is None:
+        return "nothing"
+    return "lesion"
+
+
+def _hand_off(alert) -> None:
+    """Give the alert (and nothing else) to ``alert_raised`` plugins; none is installed by default."""
+    try:
+        current_app.extensions["privascan_plugins"].hook.alert_raised(alert=alert, config=current_app.config)
+    except Exception as exc:  # a broken plugin must not break the scan; no alert content is logged
+        log.error("an alert_raised plugin failed (%s); the alert stays in the session's log", type(exc).__name__)
+
+
+@bp.post("/thresholds")
+def thresholds():
+    """Per-condition alert thresholds for this session (shared with the debug panel's)."""
+    bank = bank_for(clinical_app())
+    new = dict(settings())
+    chosen = dict(new.get("thresholds", {}))
+    if request.form.get("reset"):
+        chosen = {}
+        message = "Alert thresholds reset to the bank's values."
+    else:
+        for condition in bank.conditions:
+            key = f"threshold_{condition.id}"
+            if key in request.form:
+                chosen[condition.id] = _threshold(request.form[key], condition.label)
+        message = "Alert thresholds saved for this session."
+    if chosen:
+        new["thresholds"] = chosen
+    else:
+        new.pop("thresholds", None)
+    session["settings"] = new
+    return _render("partials/live_thresholds.html", [("success", message)], thresholds_open=True)
+
+
+def _threshold(text: str, label: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        abort(400, description=f"{label}: please enter a threshold as a number between 0 and 1.")
+    if not 0.0 <= value <= 1.0:
+        abort(400, description=f"{label}: please enter a threshold between 0 and 1 (for example 0.3 for 30 %).")
+    return value
+
+
+def _explain_crop(crop_jpeg, template_set_id, condition_id, record, registry):
+    """Runs on the inference worker: Grad-CAM on exactly the crop the last frame was classified on."""
+    bank = registry.banks[record.bank]
+    template_set = bank.template_set(template_set_id if template_set_id in {t.id for t in bank.template_sets} else None)
+    crop = open_clean(crop_jpeg)
+    explainer = registry.explainers[record.explainer]
+    explanation = explainer.explain(registry.classifiers[record.classifier], crop, bank, template_set, condition_id)
+    scores = explanation.scores
+    probability = float(scores.probabilities[scores.condition_ids.index(explanation.condition_id)])
+    return heatmap_overlay_png(crop, explanation.heatmap), explanation.condition_id, probability
+
+
+@bp.post("/explain")
+def explain():
+    """A Grad-CAM heatmap for the last frame's crop (the top condition, or ``condition_id``)."""
+    live = _live()
+    if live is None:
+        abort(410, description="There is no live scan in this session to explain. Press Start first.")
+    record = clinical_app()
+    if not record.explainer:
+        abort(409, description="This modality has no heatmap.")
+    crop_jpeg, template_set, at = live.last_crop_jpeg, live.last_template_set, live.last_crop_at
+    if not crop_jpeg:
+        abort(409, description="There is no frame to explain yet: the last frame had no lesion in view. "
+                               "Point the camera at the spot and try again.")
+    bank = bank_for(record)
+    condition_id = request.form.get("condition_id") or None
+    if condition_id is not None and condition_id not in {c.id for c in bank.conditions}:
+        abort(400, description="That condition is not part of this modality.")
+    if not live.explain_lock.acquire(blocking=False):
+        abort(429, description="A heatmap for this session is already being computed. Please wait for it.")
+    try:
+        _, (png, explained_id, probability) = run_on_worker(
+            settings(), partial(_explain_crop, crop_jpeg, template_set, condition_id), float(_config("LIVE_EXPLAIN_TIMEOUT"))
+        )
+    except NotReady as exc:
+        abort(409, description=exc.message)
+    except (QueueFull, WorkerTimeout) as exc:
+        abort(503, description=exc.message)
+    finally:
+        live.explain_lock.release()
+    heatmap = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    return render_template("partials/live_explain.html", heatmap=heatmap, condition=bank.condition(explained_id),
+                           probability=probability, at=at)
+
+
+# -- the alert log, made on the fly and never cached ---------------------------
+def _log_download(body: str, mimetype: str, extension: str) -> Response:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Response(body, mimetype=mimetype, headers={
+        "Content-Disposition": f'attachment; filename="privascan-alerts-{stamp}.{extension}"',
+        "Cache-Control": "no-store",
+    })
+
+
+def _log_alerts():
+    data = current_data()
+    return data.live.log_snapshot() if data is not None and data.live is not None else []
+
+
+@bp.get("/log.csv")
+def log_csv_download():
+    return _log_download(log_csv(_log_alerts()), "text/csv", "csv")
+
+
+@bp.get("/log.json")
+def log_json_download():
+    alerts = log_json(_log_alerts())
+    body = {"generated_at": dt.datetime.now().astimezone().isoformat(timespec="seconds"), "count": len(alerts), "alerts": alerts}
+    return _log_download(json.dumps(body, indent=2, ensure_ascii=False), "application/json", "json")
+
+
+@bp.post("/log/clear")
+def clear_log():
+    data = current_data()
+    if data is not None and data.live is not None:
+        data.live.clear_log()
+    return _render("partials/live_log.html", [("info", "The alert log of this session was deleted.")])
