@@ -67,7 +67,8 @@ def test_loads_through_from_pretrained(classifier, tiny_model_dir):
     assert type(classifier.model).__name__ == "SiglipModel"
     assert type(classifier.processor.tokenizer).__name__ == "SiglipTokenizer"
     description = classifier.describe()
-    assert str(tiny_model_dir) in description and description.endswith("on cpu")
+    assert "local copy" in description and str(tiny_model_dir) not in description  # no server paths shown
+    assert description.endswith("on cpu")
 
 
 def test_local_folder_loads_without_network(tiny_model_dir, monkeypatch):

@@ -108,6 +108,6 @@ class ModelManager:
         self._set(
             name,
             state="ready",
-            message=f"Ready: {classifier.describe()}.",
+            message=f"{classifier.describe()}.",
             seconds=time.perf_counter() - started,
         )

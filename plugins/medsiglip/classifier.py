@@ -256,7 +256,8 @@ class MedSigLIPClassifier:
         return bool(get_token())
 
     def describe(self) -> str:
-        where = self.model_id_or_path
+        # Every visitor sees this line: name a hub id, but not the server's folders.
+        where = "local copy" if os.path.isabs(self.model_id_or_path) or os.path.exists(self.model_id_or_path) else self.model_id_or_path
         if self.model is None:
             return f"MedSigLIP ({where}), not loaded"
         vision = self.model.config.vision_config

@@ -46,7 +46,8 @@ def timeline_groups():
     """Photos grouped by capture date, newest day first, in upload order within a day."""
     data = current_data()
     photos = list(data.photos.values()) if data else []
-    photos.sort(key=lambda p: (p.taken_on, p.added_at), reverse=True)
+    photos.sort(key=lambda p: p.added_at)
+    photos.sort(key=lambda p: p.taken_on, reverse=True)  # stable: upload order kept within a day
     return [(day, list(items)) for day, items in groupby(photos, key=lambda p: p.taken_on)]
 
 
