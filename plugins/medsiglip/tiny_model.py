@@ -70,13 +70,25 @@ def train_sentencepiece(vocab_size: int = 320) -> bytes:
     return buffer.getvalue()
 
 
-def build_tiny_siglip(directory: Path, seed: int = 0) -> Path:
-    """Save a tiny random SigLIP (model, SentencePiece tokenizer, image processor) to ``directory``.
+# Tower shapes: tiny for tests and the demo; MedSigLIP-448's own for the benchmark
+# (REFERENCE.md: So400m, hidden 1152, 27 layers, MLP 4304, 16 heads, 64 tokens).
+TINY_SHAPES = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
+MEDSIGLIP_448_SHAPES = {"hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27, "num_attention_heads": 16}
+MEDSIGLIP_VOCAB = 32000
+
+
+def build_tiny_siglip(directory: Path, seed: int = 0, shapes: dict | None = None) -> Path:
+    """Save a random SigLIP (model, SentencePiece tokenizer, image processor) to ``directory``.
 
     ``AutoModel.from_pretrained(directory)`` and ``AutoProcessor.from_pretrained(directory)``
     load it. The image path is MedSigLIP's (448 px, patch 14, mean = std = 0.5,
-    bilinear); widths and depths are tiny so a forward pass takes milliseconds.
+    bilinear); with the default tiny ``shapes`` a forward pass takes milliseconds.
+    ``shapes=MEDSIGLIP_448_SHAPES`` gives MedSigLIP-448's exact tower shapes (and its
+    32,000-token embedding table) for speed measurements: speed does not depend on
+    the weights' values.
     """
+    shapes = shapes or TINY_SHAPES
+    full_size = shapes is MEDSIGLIP_448_SHAPES
     import torch
     from transformers import (
         SiglipConfig,
@@ -107,11 +119,9 @@ def build_tiny_siglip(directory: Path, seed: int = 0) -> Path:
 
     config = SiglipConfig(
         text_config={
-            "vocab_size": len(tokenizer),
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
+            # Token ids stay below len(tokenizer); a full-size table only matters for memory.
+            "vocab_size": MEDSIGLIP_VOCAB if full_size else len(tokenizer),
+            **shapes,
             "max_position_embeddings": TEXT_MAX_LENGTH,
             "pad_token_id": tokenizer.pad_token_id,
             "eos_token_id": tokenizer.eos_token_id,
@@ -119,10 +129,7 @@ def build_tiny_siglip(directory: Path, seed: int = 0) -> Path:
             "bos_token_id": tokenizer.eos_token_id,
         },
         vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
+            **shapes,
             "image_size": IMAGE_SIZE,
             "patch_size": PATCH_SIZE,
         },
