@@ -1,0 +1,1 @@
+"""Subcommands of the ``privascan`` command line (see webapp/cli.py)."""
