@@ -26,6 +26,27 @@ def tiny_model_dir(tmp_path_factory) -> str:
     return str(build_tiny_siglip(tmp_path_factory.mktemp("tiny-siglip")))
 
 
+def small_bank():
+    """A four-condition bank with two template sets, built directly from the dataclasses."""
+    from webapp.interfaces import Condition, PromptBank, TemplateSet
+
+    return PromptBank(
+        name="test-derm",
+        title="Test dermatology",
+        conditions=(
+            Condition("melanoma", "Melanoma", ("malignant",), ("an asymmetric pigmented lesion", "an irregular mole")),
+            Condition("nevus", "Benign nevus", ("benign",), ("a round uniform brown mole",)),
+            Condition("seb_k", "Seborrheic keratosis", ("benign",), ("a waxy stuck-on plaque",)),
+            Condition("eczema", "Eczema", ("inflammatory",), ("itchy red patches", "lichenified skin")),
+        ),
+        template_sets=(
+            TemplateSet("clinical", "Clinical photo", ("A photo of {}.", "A clinical photograph showing {}.")),
+            TemplateSet("dermoscopy", "Dermoscopy", ("Dermoscopy image revealing {}.",)),
+        ),
+        content_hash="test-bank-1",
+    )
+
+
 def make_app(tiny_model_dir: str, **overrides):
     config = {
         "TESTING": True,

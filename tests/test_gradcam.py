@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 
 import numpy as np
 import pytest
@@ -12,7 +11,8 @@ from PIL import Image
 from plugins.medsiglip import MedSigLIPClassifier, MedSigLIPGradCAM
 from plugins.medsiglip.gradcam import tokens_to_grid
 from plugins.medsiglip.tiny_model import build_tiny_siglip
-from webapp.interfaces import Condition, Explainer, PromptBank, TemplateSet
+from tests.conftest import small_bank
+from webapp.interfaces import Explainer
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -26,17 +26,7 @@ def classifier(tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def bank():
-    return PromptBank(
-        name="test-derm",
-        title="Test dermatology",
-        conditions=(
-            Condition("melanoma", "Melanoma", ("malignant",), ("an asymmetric pigmented lesion", "an irregular mole")),
-            Condition("nevus", "Benign nevus", ("benign",), ("a round uniform brown mole",)),
-            Condition("eczema", "Eczema", ("inflammatory",), ("itchy red patches on the arm",)),
-        ),
-        template_sets=(TemplateSet("clinical", "Clinical photo", ("A photo of {}.", "A clinical photograph showing {}.")),),
-        content_hash="gradcam-bank",
-    )
+    return small_bank()
 
 
 @pytest.fixture(scope="module")

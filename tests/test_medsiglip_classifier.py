@@ -13,27 +13,13 @@ from PIL import Image
 
 from plugins.medsiglip import MedSigLIPClassifier, register_classifiers, register_explainers
 from plugins.medsiglip.classifier import TextTowerReleased, load_failure
-from plugins.medsiglip.tiny_model import build_tiny_siglip
+from tests.conftest import small_bank
 from webapp.interfaces import Classifier, Condition, ModelUnavailable, PromptBank, TemplateSet
 
 
 @pytest.fixture(scope="module")
 def bank():
-    return PromptBank(
-        name="test-derm",
-        title="Test dermatology",
-        conditions=(
-            Condition("melanoma", "Melanoma", ("malignant",), ("an asymmetric pigmented lesion", "an irregular mole")),
-            Condition("nevus", "Benign nevus", ("benign",), ("a round uniform brown mole",)),
-            Condition("seb_k", "Seborrheic keratosis", ("benign",), ("a waxy stuck-on plaque",)),
-            Condition("eczema", "Eczema", ("inflammatory",), ("itchy red patches", "lichenified skin")),
-        ),
-        template_sets=(
-            TemplateSet("clinical", "Clinical photo", ("A photo of {}.", "A clinical photograph showing {}.")),
-            TemplateSet("dermoscopy", "Dermoscopy", ("Dermoscopy image revealing {}.",)),
-        ),
-        content_hash="test-bank-1",
-    )
+    return small_bank()
 
 
 @pytest.fixture

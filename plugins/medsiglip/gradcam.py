@@ -15,7 +15,6 @@ importing the plugin stays cheap.
 
 from __future__ import annotations
 
-import io
 import math
 from typing import TYPE_CHECKING
 
