@@ -13,6 +13,7 @@ background thread.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import hashlib
 import logging
@@ -61,6 +62,14 @@ def pick_device() -> str:
     if mps is not None and mps.is_available():
         return "mps"
     return "cpu"
+
+
+def release_freed_memory() -> None:
+    """Ask glibc to hand freed heap pages back to the OS (no-op elsewhere)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def build_scores(condition_ids: Sequence[str], logits: "torch.Tensor", similarities: "torch.Tensor") -> Scores:
@@ -356,8 +365,17 @@ class MedSigLIPClassifier:
         with self._lock:
             if self.model.text_model is None:
                 return
+            import torch
             self.model.text_model = None
+            # The weights are memory-mapped views of the safetensors file, which
+            # stays mapped (and its touched pages resident) while any tensor views
+            # it. Copy what remains into the process's own memory so the mapping,
+            # and the text tower's 1.8 GB with it, can go.
+            with torch.no_grad():
+                for tensor in [*self.model.parameters(), *self.model.buffers()]:
+                    tensor.data = tensor.data.clone()
             gc.collect()
+            release_freed_memory()
             if self.device == "cuda":
                 import torch
 
@@ -401,14 +419,31 @@ class MedSigLIPClassifier:
         self, crops: Sequence[Image.Image], bank: PromptBank, template_set: TemplateSet
     ) -> list[Scores]:
         """Score several crops in one vision forward (live frames)."""
-        import torch
-
         if not crops:
             return []
-        text = self.text_embeddings(bank, template_set)
-        condition_ids = [condition.id for condition in bank.conditions]
+        self.text_embeddings(bank, template_set)  # a bank that was not prepared fails before the vision pass
+        return self.scores_from_embeddings(self.embed_crops(crops), bank, template_set)
+
+    def embed_crops(self, crops: Sequence[Image.Image]) -> "torch.Tensor":
+        """Pooled image embeddings (B, d) of square crops: the one vision forward pass.
+
+        With ``scores_from_embeddings`` it lets ``privascan eval`` score one
+        crop against two banks or template sets without a second vision pass.
+        """
+        import torch
+
         pixels = self.pixel_values_batch(crops)
         with torch.inference_mode():
-            features = self.model.get_image_features(pixel_values=pixels).pooler_output
-            logits, similarities = self.logits_from_image_features(features, text)
-        return [build_scores(condition_ids, logits[i], similarities[i]) for i in range(len(crops))]
+            return self.model.get_image_features(pixel_values=pixels).pooler_output
+
+    def scores_from_embeddings(
+        self, image_features: "torch.Tensor", bank: PromptBank, template_set: TemplateSet
+    ) -> list[Scores]:
+        """Score embeddings from ``embed_crops`` against a bank: text side only, no vision pass."""
+        import torch
+
+        text = self.text_embeddings(bank, template_set)
+        condition_ids = [condition.id for condition in bank.conditions]
+        with torch.inference_mode():
+            logits, similarities = self.logits_from_image_features(image_features, text)
+        return [build_scores(condition_ids, logits[i], similarities[i]) for i in range(image_features.shape[0])]
