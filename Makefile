@@ -8,12 +8,13 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 HTMX := webapp/static/vendor/htmx.min.js
 
-.PHONY: run test setup browser clean bench
+.PHONY: run test setup browser tools clean bench
 
+# No bytecode caches written next to the code (gunicorn_conf.py covers the app too).
 run: setup
-	$(VENV)/bin/gunicorn --config webapp/gunicorn_conf.py wsgi:app
+	PYTHONDONTWRITEBYTECODE=1 $(VENV)/bin/gunicorn --config webapp/gunicorn_conf.py wsgi:app
 
-test: setup browser
+test: setup browser tools
 	$(PY) -m pytest -q
 
 bench: setup
@@ -40,6 +41,11 @@ $(HTMX): package.json package-lock.json
 # The browser tests drive Debian's Chromium; Playwright never downloads one.
 browser:
 	@test -x /usr/bin/chromium || (apt-get update -q && apt-get install -y -q chromium chromium-driver)
+
+# strace, for the proof that the real server writes nothing to disk
+# (scripts/strace_disk_writes.py, run by tests/test_strace_disk_writes.py).
+tools:
+	@command -v strace >/dev/null || (apt-get update -q && apt-get install -y -q strace)
 
 clean:
 	rm -rf $(VENV) node_modules webapp/static/vendor

@@ -174,6 +174,26 @@ def make_lesion_photo(
     when None). The lesion is kept inside the picture so that the box is the
     whole lesion: a centre too near an edge is moved inwards.
     """
+    image, box, _ = make_lesion_photo_with_mask(rng_or_seed, width, height, skin_tone, lesion_size, position, hair, vignette)
+    return image, box
+
+
+def make_lesion_photo_with_mask(
+    rng_or_seed: np.random.Generator | int | None = 0,
+    width: int = 800,
+    height: int = 600,
+    skin_tone: str | tuple[int, int, int] = "II",
+    lesion_size: float = 0.3,
+    position: tuple[float, float] | None = None,
+    hair: bool = False,
+    vignette: bool = False,
+) -> tuple[Image.Image, Box, Image.Image]:
+    """``make_lesion_photo`` (the same photo for the same arguments) plus the lesion's mask.
+
+    The mask is an "L" image, 255 where the lesion's soft mask is at least 0.5
+    (the pixels the box is computed from), 0 elsewhere: a segmentation mask as
+    the ISIC datasets hold it.
+    """
     rng = _rng(rng_or_seed)
     diameter = lesion_size * min(width, height)
     # The wobbly outline can reach about 1.42x the nominal radius; keep that inside.
@@ -193,7 +213,7 @@ def make_lesion_photo(
 
     ys, xs = np.nonzero(mask >= 0.5)
     box = Box(int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
-    return _finish(rng, img), box
+    return _finish(rng, img), box, Image.fromarray(((mask >= 0.5) * 255).astype(np.uint8), "L")
 
 
 def make_plain_skin(

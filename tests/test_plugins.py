@@ -26,7 +26,7 @@ def pm():
 
 
 def hook_names(pm) -> list[str]:
-    return sorted(name for name in dir(pm.hook) if name.startswith("register_"))
+    return sorted(name for name in dir(pm.hook) if not name.startswith("_"))
 
 
 def test_every_hook_has_a_test(pm):
@@ -38,7 +38,9 @@ def test_every_hook_has_a_test(pm):
 def test_every_hook_is_documented(pm):
     docs = (REPO / "docs" / "plugins.md").read_text()
     for name in hook_names(pm):
-        assert re.search(rf"^### `{name}\(config\)`", docs, re.M), f"docs/plugins.md lacks a section for {name}"
+        # The heading is the hook's signature, exactly as webapp/hookspecs.py declares it.
+        arguments = ", ".join(getattr(pm.hook, name).spec.argnames)
+        assert re.search(rf"^### `{name}\({re.escape(arguments)}\)`$", docs, re.M), f"docs/plugins.md lacks a section `{name}({arguments})`"
 
 
 def test_hook_register_clinical_apps(pm):
@@ -72,6 +74,57 @@ def test_hook_register_explainers(pm):
     explainers = [e for items in pm.hook.register_explainers(config=BASE) for e in items]
     assert [e.name for e in explainers] == ["medsiglip-gradcam"]
     assert isinstance(explainers[0], Explainer)
+
+
+def test_hook_alert_raised(tiny_model_dir):
+    """Off by default; an installed plugin gets each raised alert and the config, never a frame or an image."""
+    import dataclasses
+    import io
+
+    from werkzeug.datastructures import FileStorage, MultiDict
+    from werkzeug.test import encode_multipart
+
+    from tests.conftest import Browser
+    from tests.plugins import alert_recorder
+    from tests.synthetic import make_lesion_photo
+    from webapp.live import Alert
+
+    default = make_plugin_manager(dict(BASE))
+    assert default.hook.alert_raised.get_hookimpls() == []  # the core ships nothing that sends alerts anywhere
+    assert default.hook.alert_raised.spec.argnames == ("alert", "config")
+
+    alert_recorder.RECEIVED.clear()
+    app = make_app(tiny_model_dir, DEFAULT_PLUGINS=(*BASE["DEFAULT_PLUGINS"], "tests.plugins.alert_recorder"))
+    try:
+        browser = Browser(app.test_client())
+        bank = app.extensions["privascan_registry"].banks["dermatology"]
+        # Melanoma alerts on any score; nothing else can reach its threshold.
+        browser.post("/live/thresholds", data={f"threshold_{c.id}": "0" if c.id == "melanoma" else "1" for c in bank.conditions})
+        assert browser.post("/live/start").status_code == 200
+        image, _ = make_lesion_photo(3, width=640, height=480)
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=80)
+        for _ in range(4):
+            boundary, body = encode_multipart(MultiDict([("frame", FileStorage(io.BytesIO(buffer.getvalue()), "frame.jpg"))]))
+            response = browser.post("/live/frame", data=body, content_type=f"multipart/form-data; boundary={boundary}")
+            assert response.status_code == 200
+        assert len(alert_recorder.RECEIVED) == 1  # raised once (on the third frame), not once per frame
+        received = alert_recorder.RECEIVED[0]
+        assert set(received) == {"alert", "config"}
+        alert = received["alert"]
+        assert isinstance(alert, Alert) and alert.condition_id == "melanoma" and alert.number == 1
+        assert received["config"] is app.config
+        # Words and numbers only: no frame, crop, image or array travels with an alert.
+        for field in dataclasses.fields(alert):
+            value = getattr(alert, field.name)
+            assert isinstance(value, (str, int, float, tuple)), field.name
+            assert not isinstance(value, tuple) or all(isinstance(item, str) for item in value), field.name
+        assert "SNOMED CT 93655004" in alert.explanation and "ICD-10 C43.9" in alert.explanation
+        # The plugin got exactly what the session's log holds.
+        assert browser.get("/live/log.json", htmx=False).get_json()["alerts"] == [alert.as_dict()]
+    finally:
+        app.extensions["privascan_worker"].stop()
+        alert_recorder.RECEIVED.clear()
 
 
 def test_each_app_gets_its_own_plugin_manager(tiny_model_dir):

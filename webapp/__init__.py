@@ -30,10 +30,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     # turns the warning in between into an error.
     Image.MAX_IMAGE_PIXELS = app.config["MAX_IMAGE_PIXELS"]
 
-    from . import analysis, demo, errors, security, sessions
+    from . import analysis, demo, errors, plugin_assets, security, sessions
+    from .bank_overrides import apply_bank_overrides
     from .plugins import build_registry, make_plugin_manager
     from .models import ModelManager
-    from .views import api, pages, photos
+    from .views import api, live, pages, photos
 
     if app.config["DEMO_MODEL"]:
         app.config["MODEL"] = demo.demo_model_directory()
@@ -45,8 +46,10 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     pm = make_plugin_manager(app.config)
     registry = build_registry(pm, app.config)
+    apply_bank_overrides(registry, app.config)  # PRIVASCAN_BANK_OVERRIDES: a clinic's fitted alert thresholds
     app.extensions["privascan_plugins"] = pm
     app.extensions["privascan_registry"] = registry
+    plugin_assets.init_app(app, pm)  # plugins' templates/ (after the repo's) and static/
     models = ModelManager(registry)
     app.extensions["privascan_models"] = models
     analysis.init_app(app)
@@ -54,6 +57,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(pages.bp)
     app.register_blueprint(photos.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(live.bp)
 
     if app.config["LOAD_MODELS_AT_START"]:
         models.start()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 
-DEFAULT_PLUGINS = ("plugins.medsiglip", "plugins.dermatology")
+DEFAULT_PLUGINS = ("plugins.medsiglip", "plugins.dermatology", "plugins.chest_xray")
 
 
 def _flag(name: str, default: bool = False) -> bool:
@@ -35,6 +35,7 @@ def config_from_environment() -> dict:
         "HF_TOKEN": os.environ.get("HF_TOKEN") or None,
         "DEMO_MODEL": _flag("PRIVASCAN_DEMO_MODEL"),
         "LESION_WEIGHTS": os.environ.get("PRIVASCAN_LESION_WEIGHTS") or None,
+        "BANK_OVERRIDES": os.environ.get("PRIVASCAN_BANK_OVERRIDES") or None,  # TOML from `privascan eval --fit-thresholds`
         "CLINICAL_APP": os.environ.get("PRIVASCAN_CLINICAL_APP", "dermatology"),
         "DEFAULT_PLUGINS": DEFAULT_PLUGINS,
         # None: load every installed entry-point plugin; otherwise only these names.
@@ -45,6 +46,11 @@ def config_from_environment() -> dict:
         "MAX_SESSIONS": int(_number("PRIVASCAN_MAX_SESSIONS", 200)),
         "MAX_PHOTOS_PER_SESSION": int(_number("PRIVASCAN_MAX_PHOTOS", 40)),
         "MAX_SESSION_BYTES": int(_number("PRIVASCAN_MAX_SESSION_MB", 200) * 1024 * 1024),
+        # All sessions together: without it the two caps above allow 40 GB.
+        "MAX_TOTAL_BYTES": int(_number("PRIVASCAN_MAX_TOTAL_MB", 2048) * 1024 * 1024),
+        # Browsers holding a session cookie (a few hundred bytes each); when
+        # full, newcomers are asked to come back rather than others evicted.
+        "MAX_VISITORS": int(_number("PRIVASCAN_MAX_VISITORS", 10_000)),
         "MAX_FILE_BYTES": int(_number("PRIVASCAN_MAX_FILE_MB", 20) * 1024 * 1024),
         # Whole request; werkzeug answers 413 before reading a larger body.
         "MAX_CONTENT_LENGTH": int(_number("PRIVASCAN_MAX_REQUEST_MB", 64) * 1024 * 1024),
@@ -53,4 +59,6 @@ def config_from_environment() -> dict:
         "QUEUE_SIZE": int(_number("PRIVASCAN_QUEUE_SIZE", 16)),
         "FRAME_ANCESTORS": os.environ.get("PRIVASCAN_FRAME_ANCESTORS", "'none'"),
         "SESSION_COOKIE_SECURE": _flag("PRIVASCAN_SECURE_COOKIE", True),
+        # Behind a TLS-terminating reverse proxy: trust its X-Forwarded-* headers.
+        "BEHIND_PROXY": _flag("PRIVASCAN_BEHIND_PROXY"),
     }

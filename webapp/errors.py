@@ -44,11 +44,18 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         status = exc.code or 400
-        if isinstance(exc, RequestEntityTooLarge):
+        description = exc.description if exc.description and exc.description != type(exc).description else ""
+        if isinstance(exc, RequestEntityTooLarge) and not description:  # werkzeug's own, for the whole body
             limit = app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024)
-            message = f"That upload is larger than the {limit} MB allowed in one go. Send fewer or smaller photos."
+            length = request.content_length
+            if length is not None and length <= app.config["MAX_CONTENT_LENGTH"]:
+                # Werkzeug says 413 for too many form parts or too big a text field as well.
+                parts = app.config["MAX_FORM_PARTS"]
+                message = (f"That upload had too many parts (at most {parts} photos and fields are accepted in one go) "
+                           "or an over-long text field. Send fewer photos at a time.")
+            else:
+                message = f"That upload is larger than the {limit} MB allowed in one go. Send fewer or smaller photos."
         else:
-            description = exc.description if exc.description and exc.description != type(exc).description else ""
             message = description or FRIENDLY.get(status, "The request could not be completed.")
         body, status, headers = render_error(status, message)
         if status == 503:

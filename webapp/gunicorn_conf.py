@@ -1,4 +1,11 @@
-"""Gunicorn settings: one worker process (one model copy), several threads."""
+"""Gunicorn settings: one worker process (one model copy), several threads.
+
+Nothing here may write to the disk; ``scripts/strace_disk_writes.py`` runs
+this configuration under strace and counts every write-mode file call.
+"""
+
+import os
+import sys
 
 bind = "127.0.0.1:5000"
 workers = 1  # the model and every session live in this one process's memory
@@ -7,7 +14,38 @@ worker_class = "gthread"
 timeout = 120
 # The heartbeat file goes to shared memory, not the disk.
 worker_tmp_dir = "/dev/shm"
+# gunicorn >= 25 opens a control socket in ~/.gunicorn (creating the folder);
+# PrivaScan is managed by signals, so no socket and no folder.
+control_socket_disable = True
 # Access logs carry paths with photo ids, not names; keep them off anyway:
 # a clinic that wants them can turn them on with --access-logfile.
 accesslog = None
 errorlog = "-"
+
+# No __pycache__ folders written next to the code (the Makefile's run target
+# also sets PYTHONDONTWRITEBYTECODE=1, which covers gunicorn's own imports;
+# this covers the app, imported later in the forked worker).
+sys.dont_write_bytecode = True
+# Importing torch creates its compile cache folder (and first probes the temp
+# folder by writing a throwaway file there). PrivaScan never compiles a model,
+# so the folder only needs to exist: put it in shared memory.
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", f"/dev/shm/privascan-torchinductor-{os.getuid()}")
+
+
+def _drop_server_header() -> None:
+    """Answer without a ``Server`` header: gunicorn names itself in one on every
+    response (dropping the app's own) and has no setting to stop it."""
+    from gunicorn.http import wsgi
+
+    default_headers = wsgi.Response.default_headers
+    if getattr(default_headers, "privascan", False):
+        return
+
+    def without_server(self):
+        return [line for line in default_headers(self) if not line.lower().startswith("server:")]
+
+    without_server.privascan = True
+    wsgi.Response.default_headers = without_server
+
+
+_drop_server_header()

@@ -30,6 +30,11 @@ FORMAT_NAMES = "JPEG, PNG, WebP or HEIC"
 EXIF_DATETIME_ORIGINAL = 0x9003
 EXIF_IFD = 0x8769
 MIN_ANALYSABLE_SIDE = 64
+# Pillow's own opener, taken before anything can replace it: importing
+# ultralytics (the YOLO detector) swaps ``Image.open`` process-wide for a
+# wrapper that, on a file Pillow cannot identify, tries to install and load a
+# HEIF plugin. Untrusted bytes must meet only Pillow and our allow-list.
+_pillow_open = Image.open
 
 
 class ImageRejected(ValueError):
@@ -56,7 +61,7 @@ def safe_decode(data: bytes, max_pixels: int) -> DecodedPhoto:
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+            image = _pillow_open(io.BytesIO(data), formats=ALLOWED_FORMATS)
         except UnidentifiedImageError:
             raise ImageRejected(f"This file is not a photo we can read. Please send a {FORMAT_NAMES} image.", 415)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -128,5 +133,5 @@ def encode_png(image: Image.Image) -> bytes:
 
 def open_clean(data: bytes) -> Image.Image:
     """Re-open bytes this app encoded itself (already sanitised) as RGB."""
-    image = Image.open(io.BytesIO(data), formats=("JPEG", "PNG"))
+    image = _pillow_open(io.BytesIO(data), formats=("JPEG", "PNG"))
     return image.convert("RGB")

@@ -33,8 +33,8 @@ import datetime as dt
 import io
 import threading
 from collections import deque
-from dataclasses import asdict, dataclass, field
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
 
 from .interfaces import Condition, PromptBank
 
@@ -159,8 +159,8 @@ def explain_alert(condition: Condition, score: float, threshold: float, frames: 
     codes = [code for code in codes if code]
     groups = ", ".join(condition.groups)
     text = (
-        f"The camera view matched {condition.label} with an average score of {score:.0%} over the last "
-        f"{frames} frame{'s' if frames != 1 else ''}, at or above this session's alert threshold of {threshold:.0%}"
+        f"The camera view matched {condition.label} with an average score of {score:.1%} over the last "
+        f"{frames} frame{'s' if frames != 1 else ''}, at or above this session's alert threshold of {threshold:.1%}"
     )
     text += f" (group: {groups})." if groups else "."
     if condition.summary:

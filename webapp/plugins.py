@@ -12,6 +12,7 @@ import importlib
 import importlib.metadata
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pluggy
 
@@ -41,6 +42,30 @@ def make_plugin_manager(config: dict) -> pluggy.PluginManager:
     return pm
 
 
+def plugin_folders(pm: pluggy.PluginManager, folder: str) -> dict[str, Path]:
+    """Each registered plugin *package*'s ``folder`` (``templates``, ``static``) that exists, by short name.
+
+    The short name is the plugin's registered name after its last dot: the
+    entry-point name of an installed plugin, ``chest_xray`` for the default
+    ``plugins.chest_xray``. Only packages count (a plugin whose ``__file__``
+    is an ``__init__.py``): a single-module plugin shares its directory with
+    other code, and that directory's folders are not its own.
+    """
+    found: dict[str, Path] = {}
+    for name, plugin in pm.list_name_plugin():
+        module_file = getattr(plugin, "__file__", None)
+        if not module_file or Path(module_file).name != "__init__.py":
+            continue
+        path = Path(module_file).resolve().parent / folder
+        if not path.is_dir():
+            continue
+        short = name.rsplit(".", 1)[-1]
+        if short in found:
+            raise PluginError(f"two plugins ship {folder}/ under the same name {short!r}: {found[short]} and {path}")
+        found[short] = path
+    return found
+
+
 @dataclass
 class Registry:
     """Everything the plugins registered, by name."""
@@ -68,7 +93,9 @@ def build_registry(pm: pluggy.PluginManager, config: dict) -> Registry:
     }
     for attribute, hook in sources.items():
         target = getattr(registry, attribute)
-        for items in hook(config=config):
+        # pluggy calls the last registered plugin first; reversed, the registry (and
+        # so the modality picker) follows registration order: the defaults, then entry points.
+        for items in reversed(hook(config=config)):
             for item in items or ():
                 if item.name in target:
                     raise PluginError(f"two plugins register a {attribute[:-1]} named {item.name!r}")

@@ -3,14 +3,23 @@
 A strict Content-Security-Policy: everything from our own origin, no inline
 script or style (htmx is configured not to inject its indicator style), and no
 request to any third party can even be expressed by a page.
+
+Behind a TLS-terminating proxy (``PRIVASCAN_BEHIND_PROXY=1``) Werkzeug's
+ProxyFix trusts one proxy's X-Forwarded-* headers, so ``request.is_secure``
+is true for HTTPS visitors and they get HSTS. Without that flag the headers
+are ignored: anyone could send them.
 """
 
 from __future__ import annotations
 
 from flask import Flask, request
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 
 def init_app(app: Flask) -> None:
+    if app.config.get("BEHIND_PROXY"):
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_port=1)
+
     @app.after_request
     def add_headers(response):
         ancestors = app.config["FRAME_ANCESTORS"]
@@ -25,8 +34,13 @@ def init_app(app: Flask) -> None:
         response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
         if request.is_secure:
             response.headers["Strict-Transport-Security"] = "max-age=31536000"
-        if not request.path.startswith("/static/"):
-            # Pages, partials and images all carry user data: never cache them.
+        if not request.path.startswith("/static/") and request.blueprint != "plugin_static":
+            # Pages, partials and images all carry user data: never cache them
+            # (static files, the core's and plugins', carry none).
             response.headers["Cache-Control"] = "no-store"
-        response.headers.pop("Server", None)
+        # No server software or version named. gunicorn ignores this header
+        # and its own is dropped in gunicorn_conf.py (so no Server header at
+        # all); Werkzeug's development server adds its version banner only
+        # when the app sent none, so a neutral one replaces it there.
+        response.headers["Server"] = "PrivaScan"
         return response

@@ -3,7 +3,10 @@
 flask-session keeps a tiny server-side dict per browser (``store_id``, the
 CSRF token, when the session started) in a cachelib ``SimpleCache`` in this
 process's memory. It must be given explicitly: without ``SESSION_CACHELIB``
-flask-session falls back to a cache on disk.
+flask-session falls back to a cache on disk. A plain ``SimpleCache`` evicts
+the least recently active entries once it holds more than its threshold, so a
+flood of cookie-less requests could log everyone else out; ``VisitorCache``
+refuses newcomers instead, and they are told the server is busy.
 """
 
 from __future__ import annotations
@@ -40,11 +43,40 @@ class InMemoryRequest(HtmxAwareRequest):
         return io.BytesIO()
 
 
+class VisitorCache(SimpleCache):
+    """A SimpleCache that never evicts a live session to make room for a new one."""
+
+    def _make_room(self) -> bool:
+        if len(self._cache) >= self._threshold:
+            self._remove_expired(time.time())
+        return len(self._cache) < self._threshold
+
+    def set(self, key, value, timeout=None):
+        with self._lock:
+            if key not in self._cache and not self._make_room():
+                return False  # a newcomer when full: refused, nobody is logged out
+            return super().set(key, value, timeout)
+
+    def add(self, key, value, timeout=None):
+        with self._lock:
+            if key not in self._cache and not self._make_room():
+                return False
+            return super().add(key, value, timeout)
+
+    def is_full(self) -> bool:
+        with self._lock:
+            return not self._make_room()
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+
 def init_app(app: Flask) -> None:
     idle = dt.timedelta(minutes=app.config["SESSION_IDLE_MINUTES"])
+    visitors = max(app.config.get("MAX_VISITORS", 10_000), app.config["MAX_SESSIONS"])
     app.config.update(
         SESSION_TYPE="cachelib",
-        SESSION_CACHELIB=SimpleCache(threshold=app.config["MAX_SESSIONS"] * 2, default_timeout=int(idle.total_seconds())),
+        SESSION_CACHELIB=VisitorCache(threshold=visitors, default_timeout=int(idle.total_seconds())),
         SESSION_PERMANENT=True,
         PERMANENT_SESSION_LIFETIME=idle,
         SESSION_COOKIE_HTTPONLY=True,
@@ -59,6 +91,7 @@ def init_app(app: Flask) -> None:
         max_sessions=app.config["MAX_SESSIONS"],
         max_photos=app.config["MAX_PHOTOS_PER_SESSION"],
         max_bytes=app.config["MAX_SESSION_BYTES"],
+        max_total_bytes=app.config.get("MAX_TOTAL_BYTES"),
     )
     app.extensions["privascan_sweeper"] = _Sweeper(app)
     app.before_request(_load_session)
@@ -72,11 +105,14 @@ def get_store() -> SessionStore:
 
 def sweep_expired(app: Flask) -> int:
     """Delete expired stores and the expired entries of the session cache."""
-    deleted = app.extensions["privascan_store"].sweep()
+    store = app.extensions["privascan_store"]
+    deleted = store.sweep()
     cache = app.config["SESSION_CACHELIB"]
     # SimpleCache only drops expired entries once it is over its threshold;
-    # remove them now so nothing of an ended session lingers.
-    cache._remove_expired(time.time())
+    # remove them now so nothing of an ended session lingers. Same clock as
+    # the store (both are wall time), so tests can move both at once.
+    with cache._lock:
+        cache._remove_expired(store.now())
     return deleted
 
 
@@ -100,6 +136,10 @@ class _Sweeper:
 def _load_session() -> None:
     """Attach this browser's store (if any) to ``g``; note when an old session ended."""
     current_app.extensions["privascan_sweeper"].maybe_sweep()
+    if not session and request.endpoint != "static" and request.blueprint != "api" \
+            and current_app.config["SESSION_CACHELIB"].is_full():
+        # A newcomer while the visitor table is full: nobody else is evicted.
+        abort(503, description="The server is serving as many people as it can. Please try again in a few minutes.")
     store = get_store()
     data = store.get(session.get("store_id"))
     started = session.get("started", 0)

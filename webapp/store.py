@@ -76,12 +76,16 @@ class SessionStore:
         max_photos: int,
         max_bytes: int,
         clock: Callable[[], float] = time.time,
+        max_total_bytes: int | None = None,
     ):
         self.idle_seconds = idle_seconds
         self.lifetime_seconds = lifetime_seconds
         self.max_sessions = max_sessions
         self.max_photos = max_photos
         self.max_bytes = max_bytes
+        # Across all sessions: max_sessions x max_bytes alone would allow far
+        # more memory than a clinic machine has.
+        self.max_total_bytes = max_total_bytes
         self._clock = clock
         self._sessions: dict[str, SessionData] = {}
         self._lock = threading.RLock()
@@ -136,6 +140,10 @@ class SessionStore:
                 self._delete_locked(store_id)
             return len(expired)
 
+    def now(self) -> float:
+        """The store's clock (wall time, replaceable in tests); the session cache expires by it too."""
+        return self._clock()
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._sessions)
@@ -151,6 +159,8 @@ class SessionStore:
                 raise StoreFull(f"This session already holds {self.max_photos} photos, the most allowed. Delete some first.")
             if data.size_bytes + photo.size_bytes > self.max_bytes:
                 raise StoreFull("This session's photos have reached the memory allowed. Delete some first.")
+            if self.max_total_bytes is not None and self.total_bytes() + photo.size_bytes > self.max_total_bytes:
+                raise StoreFull("The server's memory for photos is full right now. Please try again in a few minutes.", 503)
             data.photos[photo.id] = photo
 
     def find_duplicate(self, data: SessionData, digest: str) -> Photo | None:

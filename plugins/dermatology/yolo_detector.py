@@ -45,8 +45,16 @@ def _import_ultralytics():
         os.environ["ULTRALYTICS_SAFE_LOAD"] = "1"  # weights_only unpickling with an allow-list
         # An operator's own choice wins; ultralytics adds an "Ultralytics" sub-folder.
         os.environ.setdefault("YOLO_CONFIG_DIR", str(_config_dir()))
+        pillow_open = Image.open if Image.open.__module__ == Image.__name__ else None
         import ultralytics
         from ultralytics import settings
+
+        # Importing it replaces PIL's Image.open process-wide with a wrapper
+        # that tries to install a HEIF plugin whenever Pillow cannot identify
+        # a file: every untrusted upload would meet it. Put Pillow's back
+        # (HEIF is already registered by webapp.images).
+        if pillow_open is not None:
+            Image.open = pillow_open
 
         if settings.get("sync", True):
             settings.update({"sync": False})  # no usage analytics

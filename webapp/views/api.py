@@ -16,6 +16,7 @@ bp = Blueprint("api", __name__, url_prefix="/api")
 
 @bp.post("/analyze")
 def analyze():
+    settings = _settings_from_query()
     upload = request.files.get("image")
     if upload is None:
         abort(400, description="Send one image in the multipart field 'image'.")
@@ -29,7 +30,6 @@ def analyze():
         abort(exc.status, description=exc.message)
     del raw
     explain = request.args.get("explain") in {"1", "true", "yes"}
-    settings = {key: request.args[key] for key in ("app", "template_set") if request.args.get(key)}
     try:
         record, result = analyse_now(decoded.image, settings, explain)
     except NotReady as exc:
@@ -37,6 +37,19 @@ def analyze():
     except QueueFull as exc:
         abort(503, description=exc.message)
     return result_json(record, result, explain)
+
+
+def _settings_from_query() -> dict:
+    """``app`` and ``template_set`` from the query; a name that does not exist is a 400, never a silent default."""
+    registry = current_app.extensions["privascan_registry"]
+    settings = {key: request.args[key] for key in ("app", "template_set") if request.args.get(key)}
+    if "app" in settings and settings["app"] not in registry.apps:
+        abort(400, description=f"Unknown app {settings['app']!r}; this server has: {', '.join(registry.apps)}.")
+    bank = bank_for(registry.app(settings.get("app") or current_app.config["CLINICAL_APP"]))
+    known = [t.id for t in bank.template_sets]
+    if "template_set" in settings and settings["template_set"] not in known:
+        abort(400, description=f"Unknown template_set {settings['template_set']!r} for {bank.name}; use one of: {', '.join(known)}.")
+    return settings
 
 
 def result_json(record, result, explain: bool) -> dict:

@@ -164,7 +164,6 @@ def frame():
             abort(503, description=exc.message)
         finally:
             del image  # the frame itself is gone once it has been analysed
-        answered = time.perf_counter()
         if data.live is not live:  # the session was cleared while the frame was analysed
             abort(410, description=ENDED)
         bank = bank_for(record)
@@ -185,9 +184,11 @@ def frame():
             key=lambda row: -row["smoothed"],
         )
         shown = rows[:SHOWN_SCORES] + [row for row in rows[SHOWN_SCORES:] if row["active"]]
+        if view != "lesion" and not any(row["smoothed"] > 0 for row in shown):
+            shown = []  # nothing seen lately: no table of zeros
         timings["server"] = time.perf_counter() - received
         frame_info = {"view": view, "rows": shown, "timings": {k: round(v * 1000, 1) for k, v in timings.items()},
-                      "worker_ms": round((answered - started) * 1000, 1), "number": live.frames}
+                      "number": live.frames}
         return render_template("partials/live_frame.html", **_context(frame=frame_info, raised=raised))
     finally:
         live.frame_lock.release()

@@ -33,19 +33,24 @@ def update_settings():
     registry = current_app.extensions["privascan_registry"]
     new = dict(settings())
     app_name = request.form.get("app")
+    switched = False
     if app_name:
         if app_name not in registry.apps:
             abort(400, description="That modality is not available.")
         if app_name != new.get("app"):
             new.pop("template_set", None)
             new.pop("thresholds", None)
+            switched = True
         new["app"] = app_name
     bank = bank_for(registry.app(new.get("app") or current_app.config["CLINICAL_APP"]))
     template_set = request.form.get("template_set")
     if template_set:
-        if template_set not in {t.id for t in bank.template_sets}:
+        if template_set in {t.id for t in bank.template_sets}:
+            new["template_set"] = template_set
+        elif not switched:
             abort(400, description="That kind of picture is not available for this modality.")
-        new["template_set"] = template_set
+        # else: the picker's form also sent the previous modality's kind of
+        # picture; the new modality starts with its own first one.
     rules = dict(new.get("rules", {}))
     for field, label, high in (("unclear_margin", "“Not clear” margin", 1.0), ("entropy_limit_bits", "Entropy limit", 10.0)):
         if field in request.form:

@@ -136,6 +136,8 @@ def clear():
         get_store().delete(data.id)
     session.pop("store_id", None)
     session.pop("started", None)
+    # A new cookie value too: the old one, replayed, now finds nothing at all.
+    current_app.session_interface.regenerate(session)
     g.store_data = None
     return render("partials/timeline.html", [("success", "Everything in this session was deleted from the server.")])
 

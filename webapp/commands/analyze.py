@@ -1,0 +1,202 @@
+"""privascan analyze PATH...: analyse photos in a batch, as CSV or JSON.
+
+Each photo goes through the app's own pipeline (safe decode, localize, crop,
+classify, interpret; with --explain also Grad-CAM). Results go to stdout
+or to the one file named with --output, one row (CSV) or object (JSON)
+per photo, written as they come. Nothing else is written anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import csv
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+from .loading import CommandError, Progress, add_model_arguments, load_runtime, reports_errors
+
+TOP = 3
+COLUMNS = (
+    ["path", "status", "headline", "headline_id", "risk", "confidence"]
+    + [f"top{i}{suffix}" for i in range(1, TOP + 1) for suffix in ("", "_probability")]
+    + ["lesion_box", "localizer", "notes"]
+)
+EXPLAIN_COLUMNS = ["reasoning", "heatmap_condition", "heatmap"]
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "analyze",
+        help="analyse photos in a batch (CSV or JSON to stdout or a file)",
+        description=__doc__.split("\n\n")[1],
+    )
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="photo files, or folders searched for photos")
+    parser.add_argument("--format", choices=("csv", "json"), default="csv", help="output format (default csv)")
+    parser.add_argument("--output", metavar="FILE", help="write here instead of stdout")
+    parser.add_argument("--explain", action="store_true",
+                        help="add the reasoning and a Grad-CAM heatmap (PNG data URL) for the top condition")
+    add_model_arguments(parser)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=run)
+
+
+def photo_paths(arguments: list[str]) -> list[Path]:
+    from ..evaluation.dataset import image_files
+
+    paths: list[Path] = []
+    for argument in arguments:
+        path = Path(argument).expanduser()
+        if path.is_dir():
+            found = image_files(path)
+            if not found:
+                raise CommandError(f"{argument}: no photos in this folder")
+            paths.extend(found)
+        elif path.is_file():
+            paths.append(path)
+        else:
+            raise CommandError(f"{argument}: no such file or folder")
+    return paths
+
+
+@reports_errors("analyze")
+def run(args: argparse.Namespace) -> int:
+    paths = photo_paths(args.paths)
+    output = Path(args.output).expanduser() if args.output else None
+    if output is not None and output.is_dir():
+        raise CommandError(f"--output {output} is a folder; name a file")
+    runtime = load_runtime(args)
+    runtime.load_models(explain=args.explain, quiet=args.quiet)
+    progress = Progress(len(paths), "analysing", args.quiet)
+    columns = COLUMNS + (EXPLAIN_COLUMNS if args.explain else [])
+    with _opened(output) as stream:
+        writer = _CsvWriter(stream, columns) if args.format == "csv" else _JsonWriter(stream)
+        try:
+            for path in paths:
+                writer.write(_analyse_one(path, runtime, args.explain))
+                progress.step()
+        finally:
+            progress.close()
+            writer.close()
+    return 0
+
+
+def _analyse_one(path: Path, runtime, explain: bool) -> dict:
+    from ..images import ImageRejected, safe_decode
+    from ..pipeline import analyse_image
+
+    try:
+        decoded = safe_decode(path.read_bytes(), runtime.config["MAX_IMAGE_PIXELS"])
+    except ImageRejected as exc:
+        return _failed(path, exc.message)
+    except OSError as exc:
+        return _failed(path, f"could not be read ({exc.strerror or type(exc).__name__})")
+    result = analyse_image(decoded.image, runtime.app, runtime.registry, runtime.template_set.id, explain)
+    return _record(path, result, runtime, explain)
+
+
+@contextmanager
+def _opened(output: Path | None):
+    if output is None:
+        yield sys.stdout
+        sys.stdout.flush()
+        return
+    with output.open("w", encoding="utf-8", newline="") as stream:
+        yield stream
+
+
+def _failed(path: Path, reason: str) -> dict:
+    return {"path": str(path), "analysed": False, "status": "rejected", "headline": None, "risk": "unknown",
+            "confidence": "not analysed", "top": [], "lesion_box": None, "localizer": None, "notes": [reason]}
+
+
+def _record(path: Path, result, runtime, explain: bool) -> dict:
+    from ..pipeline import read
+
+    record = {
+        "path": str(path),
+        "analysed": result.analysed,
+        "status": "analysed" if result.analysed else "not analysed",
+        "headline": None,
+        "risk": "unknown",
+        "confidence": "not analysed",
+        "top": [],
+        "lesion_box": result.detection.box.as_list() if result.detection else None,
+        "localizer": result.detection.method if result.detection else None,
+        "notes": list(result.notes),
+    }
+    if result.analysed:
+        reading = read(result, runtime.bank)
+        record.update(
+            headline={"id": reading.headline.id, "label": reading.headline.label},
+            risk=reading.risk,
+            confidence=reading.confidence,
+            top=[
+                {"id": item.condition.id, "label": item.condition.label, "probability": round(item.probability, 6)}
+                for item in reading.ranking[:TOP]
+            ],
+        )
+        if explain:
+            record["reasoning"] = reading.steps
+    if explain:
+        record["heatmap_condition"] = result.heatmap_condition_id or None
+        record["heatmap"] = (
+            "data:image/png;base64," + base64.b64encode(result.heatmap_png).decode("ascii") if result.heatmap_png else None
+        )
+    return record
+
+
+class _JsonWriter:
+    """A JSON array written one object at a time, so a long batch never sits in memory."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.count = 0
+
+    def write(self, record: dict) -> None:
+        self.stream.write(("[\n" if self.count == 0 else ",\n") + json.dumps(record, ensure_ascii=False))
+        self.stream.flush()
+        self.count += 1
+
+    def close(self) -> None:
+        self.stream.write("[]\n" if self.count == 0 else "\n]\n")
+
+
+class _CsvWriter:
+    def __init__(self, stream, columns: list[str]):
+        self.stream = stream
+        self.columns = columns
+        self.writer = csv.writer(stream)
+        self.writer.writerow(columns)
+
+    def write(self, record: dict) -> None:
+        row = {
+            "path": record["path"],
+            "status": record["status"],
+            "headline": record["headline"]["label"] if record["headline"] else "",
+            "headline_id": record["headline"]["id"] if record["headline"] else "",
+            "risk": record["risk"],
+            "confidence": record["confidence"],
+            "lesion_box": " ".join(str(v) for v in record["lesion_box"]) if record["lesion_box"] else "",
+            "localizer": record["localizer"] or "",
+            "notes": " | ".join(record["notes"]),
+            "reasoning": " ".join(record.get("reasoning", [])),
+            "heatmap_condition": record.get("heatmap_condition") or "",
+            "heatmap": record.get("heatmap") or "",
+        }
+        for i in range(1, TOP + 1):
+            item = record["top"][i - 1] if len(record["top"]) >= i else None
+            row[f"top{i}"] = item["id"] if item else ""
+            row[f"top{i}_probability"] = f"{item['probability']:.6f}" if item else ""
+        self.writer.writerow([_cell(row[column]) for column in self.columns])
+        self.stream.flush()
+
+    def close(self) -> None:
+        pass
+
+
+def _cell(text: str) -> str:
+    # A cell starting with = + - @ is a formula to a spreadsheet: defuse it (a file name can start so).
+    return "'" + text if text[:1] in ("=", "+", "-", "@") else text

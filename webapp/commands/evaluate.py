@@ -1,0 +1,229 @@
+"""privascan eval DATASET --out DIR: measure a prompt bank on labelled images.
+
+Runs the app's own pipeline (localize, crop, classify; no heatmap) on every
+image, and writes report.json and a self-contained report.html into
+--out. Optionally compares a second bank or template set on the same
+image embeddings, and fits alert thresholds into a bank-overrides file.
+Nothing else is written: no crops, no temporary images. See docs/evaluation.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+import numpy as np
+
+from ..bank_overrides import format_overrides, with_thresholds
+from ..prompt_bank import load_prompt_bank
+from .loading import CommandError, Progress, add_model_arguments, load_runtime, reports_errors
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "eval",
+        help="measure a prompt bank on labelled images (JSON + HTML report)",
+        description=__doc__.split("\n\n")[1],
+        epilog="Dataset layouts, the mapping, the metrics and the overrides file: docs/evaluation.md.",
+    )
+    parser.add_argument("dataset", metavar="DATASET", help="image folder (one subfolder per label) or CSV with path,label[,...]")
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder for report.json and report.html (created if missing)")
+    parser.add_argument("--map", action="append", default=[], metavar="LABEL=CONDITION",
+                        help="map a dataset label to a bank condition id (repeatable); labels that are condition ids need none")
+    parser.add_argument("--map-file", metavar="FILE", help="mapping as TOML (label = \"condition\") or CSV (label,condition)")
+    parser.add_argument("--subgroup-column", metavar="NAME", help="CSV column to report figures by (e.g. fitzpatrick)")
+    parser.add_argument("--restrict-to-mapped", action="store_true",
+                        help="predict among the dataset's conditions only (as zero-shot papers do) instead of the whole bank")
+    parser.add_argument("--ece-bins", type=int, default=10, metavar="N", help="equal-width bins for calibration (default 10)")
+    add_model_arguments(parser)
+    compare = parser.add_argument_group("compare (arm B, scored from the same image embeddings)")
+    compare.add_argument("--compare-bank", metavar="BANK.toml", help="a second prompt bank file")
+    compare.add_argument("--compare-template-set", metavar="ID", help="a second template set (of the second bank if given)")
+    fit = parser.add_argument_group("alert thresholds")
+    fit.add_argument("--fit-thresholds", action="append", default=[], metavar="CONDITION=SENSITIVITY",
+                     help="fit the highest alert threshold reaching this sensitivity on a validation split (repeatable)")
+    fit.add_argument("--validation-split", type=float, default=0.5, metavar="FRACTION",
+                     help="share of each label used to fit thresholds; the rest is held out (default 0.5)")
+    fit.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
+    fit.add_argument("--overrides-out", metavar="FILE.toml", help="write the fitted thresholds as a bank-overrides file")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=run)
+
+
+@reports_errors("eval")
+def run(args: argparse.Namespace) -> int:
+    from ..evaluation import report as reporting
+    from ..evaluation.dataset import load_dataset, load_map_file, parse_map_arguments, resolve_mapping
+    from ..evaluation.runner import Arm, arm_scores, compare_arms, compute_metrics, run_images, subset
+    from ..evaluation.thresholds import fit_thresholds, parse_targets, stratified_split
+
+    if args.ece_bins < 1:
+        raise CommandError("--ece-bins must be at least 1")
+    dataset = load_dataset(args.dataset, args.subgroup_column)
+    explicit = load_map_file(args.map_file) if args.map_file else {}
+    explicit.update(parse_map_arguments(args.map))  # --map wins over the file
+    targets = parse_targets(args.fit_thresholds)
+    if args.overrides_out and not targets:
+        raise CommandError("--overrides-out needs --fit-thresholds CONDITION=SENSITIVITY")
+    out_dir = Path(args.out).expanduser()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CommandError(f"--out {out_dir} exists and is not a folder")
+
+    runtime = load_runtime(args)
+    arms = [Arm("A", runtime.bank, runtime.template_set, _origin(runtime))]
+    if args.compare_bank or args.compare_template_set:
+        arms.append(_second_arm(args, arms[0], load_prompt_bank))
+    mapping = resolve_mapping(dataset.labels, explicit, [arm.bank for arm in arms])
+    evaluated = set(mapping.values())
+    classes = [c.id for c in runtime.bank.conditions if c.id in evaluated]
+    not_evaluated = sorted(set(targets) - evaluated)
+    if not_evaluated:
+        raise CommandError(
+            f"--fit-thresholds names {', '.join(not_evaluated)}, which no dataset label maps to "
+            f"(evaluated conditions: {', '.join(classes)})"
+        )
+
+    runtime.load_models(quiet=args.quiet)
+    progress = Progress(len(dataset.images), "evaluating", args.quiet)
+    try:
+        outcomes = run_images(
+            dataset.images, mapping, runtime.app, runtime.registry, arms, runtime.config["MAX_IMAGE_PIXELS"], progress.step
+        )
+    finally:
+        progress.close()
+    analysed = [o for o in outcomes if o.analysed]
+    if not analysed:
+        reasons = sorted({o.reason for o in outcomes})
+        raise CommandError("no image could be analysed: " + "; ".join(reasons[:3]))
+
+    scores = {arm.key: arm_scores(outcomes, arm, classes, args.restrict_to_mapped) for arm in arms}
+    arm_metrics = {arm.key: compute_metrics(scores[arm.key], arm.bank, args.restrict_to_mapped, args.ece_bins) for arm in arms}
+    subgroups: dict[str, dict] = {}
+    if dataset.subgroup_column:
+        names = [o.image.subgroup for o in analysed]
+        for arm in arms:
+            subgroups[arm.key] = {
+                name: compute_metrics(
+                    subset(scores[arm.key], np.array([n == name for n in names])), arm.bank, args.restrict_to_mapped, args.ece_bins
+                )
+                for name in sorted(set(names), key=_natural)
+            }
+    comparison = compare_arms(scores["A"], scores["B"]) if len(arms) > 1 else None
+
+    thresholds = validation = overrides_text = None
+    if targets:
+        first = scores["A"]
+        validation = stratified_split(first.true, args.validation_split, args.seed)
+        fitted = fit_thresholds(
+            first.bank_probabilities, first.true, validation, targets,
+            {c: runtime.bank.condition(c).alert_threshold for c in targets},
+        )
+        thresholds = {
+            "validation_split": args.validation_split,
+            "seed": args.seed,
+            "validation_images": int(validation.sum()),
+            "held_out_images": int((~validation).sum()),
+            "overrides_file": str(Path(args.overrides_out).expanduser()) if args.overrides_out else None,
+            "conditions": fitted,
+        }
+        if args.overrides_out:
+            overrides_text = _overrides_text(runtime, dataset, thresholds)
+
+    settings = {
+        "app": runtime.app.name,
+        "classifier": runtime.classifier.describe(),
+        "localizer": runtime.localizer,
+        "restrict_to_mapped": args.restrict_to_mapped,
+        "ece_bins": args.ece_bins,
+        "embeddings_reused": len(arms) > 1 and bool(getattr(runtime.classifier, "embed_crops", None)),
+    }
+    report = reporting.assemble(
+        dataset=dataset, mapping=mapping, settings=settings, arms=arms, outcomes=outcomes, scores=scores,
+        arm_metrics=arm_metrics, subgroups=subgroups, comparison=comparison, thresholds=thresholds,
+        validation=validation,
+    )
+    json_path, html_path = reporting.write_report(out_dir, report)
+    if overrides_text is not None:
+        overrides_path = Path(args.overrides_out).expanduser()
+        overrides_path.write_text(overrides_text, encoding="utf-8")
+    _print_summary(report, json_path, html_path, args.overrides_out)
+    return 0
+
+
+def _origin(runtime) -> str:
+    overrides = runtime.config.get("BANK_OVERRIDES")
+    origin = f"the {runtime.app.name} app's bank"
+    return origin + (f", thresholds from {Path(overrides).name}" if overrides else "")
+
+
+def _second_arm(args, first, load_bank):
+    from ..evaluation.runner import Arm
+
+    if args.compare_bank and not Path(args.compare_bank).expanduser().is_file():
+        raise CommandError(f"--compare-bank {args.compare_bank} is not a file")
+    bank = load_bank(Path(args.compare_bank).expanduser()) if args.compare_bank else first.bank
+    wanted = args.compare_template_set or (first.template_set.id if first.template_set.id in {t.id for t in bank.template_sets} else None)
+    try:
+        template_set = bank.template_set(wanted)
+    except KeyError:
+        raise CommandError(
+            f"bank '{bank.name}' has no template set {wanted!r}; it has: {', '.join(t.id for t in bank.template_sets)}"
+        ) from None
+    if bank is first.bank and template_set.id == first.template_set.id:
+        raise CommandError("the comparison is the same bank and template set as arm A; name another")
+    origin = f"file {Path(args.compare_bank).name}" if args.compare_bank else first.origin
+    return Arm("B", bank, template_set, origin)
+
+
+def _overrides_text(runtime, dataset, thresholds: dict) -> str:
+    fitted = {cid: row["threshold"] for cid, row in thresholds["conditions"].items()}
+    comments = [
+        "PrivaScan bank overrides, written by `privascan eval --fit-thresholds`.",
+        "The app loads it from PRIVASCAN_BANK_OVERRIDES=<this file>; see docs/evaluation.md.",
+        f"Fitted on {thresholds['validation_images']} validation images of {dataset.source.name} "
+        f"(stratified split {thresholds['validation_split']}, seed {thresholds['seed']}), "
+        f"template set '{runtime.template_set.id}'.",
+    ]
+    for cid, row in thresholds["conditions"].items():
+        held = row["held_out"]
+        comments.append(
+            f"{cid}: target sensitivity {row['target_sensitivity']}; on {held['n']} held-out images "
+            f"sensitivity {_short(held['sensitivity'])}, specificity {_short(held['specificity'])}."
+        )
+    text = format_overrides(runtime.bank.name, fitted, comments)
+    with_thresholds(runtime.bank, tomllib.loads(text)["thresholds"])  # what the app will accept
+    return text
+
+
+def _short(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _natural(text: str):
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
+def _print_summary(report: dict, json_path: Path, html_path: Path, overrides: str | None) -> None:
+    data = report["dataset"]
+    print(f"{data['analysed']} of {data['images']} images analysed ({len(data['skipped'])} skipped).")
+    for arm in report["arms"]:
+        m = arm["metrics"]
+        print(
+            f"arm {arm['key']} ({arm['description']}): balanced accuracy {_short(m['balanced_accuracy'])}, "
+            f"melanoma AUROC {_short(m['melanoma_vs_rest_auroc'])}, macro AUROC {_short(m['macro_auroc'])}, "
+            f"ECE {_short(m['ece'])}"
+        )
+    if report["thresholds"]:
+        for cid, row in report["thresholds"]["conditions"].items():
+            held = row["held_out"]
+            print(
+                f"threshold {cid} = {row['threshold']}: held-out sensitivity {_short(held['sensitivity'])}, "
+                f"specificity {_short(held['specificity'])}"
+            )
+    print(f"report: {html_path} and {json_path}")
+    if overrides:
+        print(f"bank overrides: {overrides} (load with PRIVASCAN_BANK_OVERRIDES)")
+    sys.stdout.flush()
