@@ -103,7 +103,11 @@ def _opened(output: Path | None):
         yield sys.stdout
         sys.stdout.flush()
         return
-    with output.open("w", encoding="utf-8", newline="") as stream:
+    try:
+        stream = output.open("w", encoding="utf-8", newline="")
+    except OSError as exc:
+        raise CommandError(f"cannot write {output}: {exc.strerror or exc}") from exc
+    with stream:
         yield stream
 
 

@@ -145,10 +145,12 @@ def run(args: argparse.Namespace) -> int:
         arm_metrics=arm_metrics, subgroups=subgroups, comparison=comparison, thresholds=thresholds,
         validation=validation,
     )
-    json_path, html_path = reporting.write_report(out_dir, report)
-    if overrides_text is not None:
-        overrides_path = Path(args.overrides_out).expanduser()
-        overrides_path.write_text(overrides_text, encoding="utf-8")
+    try:
+        json_path, html_path = reporting.write_report(out_dir, report)
+        if overrides_text is not None:
+            Path(args.overrides_out).expanduser().write_text(overrides_text, encoding="utf-8")
+    except OSError as exc:
+        raise CommandError(f"cannot write {exc.filename or 'the report'}: {exc.strerror or exc}") from exc
     _print_summary(report, json_path, html_path, args.overrides_out)
     return 0
 

@@ -9,6 +9,6 @@
 - ``thresholds``: fit per-condition alert thresholds on a validation split.
 - ``report``: the JSON report and the self-contained HTML report with plots.
 
-Nothing here writes a file except ``report.write_report`` and
-``thresholds.write_overrides``, into the places the user named.
+Nothing here writes a file except ``report.write_report``, into the folder
+the user named (the overrides file is written by the ``eval`` command).
 """

@@ -169,9 +169,9 @@ def frame():
         bank = bank_for(record)
         thresholds = thresholds_for(bank)
         view = _view(result, record)
-        probabilities = dict(zip(result.scores.condition_ids, map(float, result.scores.probabilities))) if view == "lesion" else None
+        probabilities = dict(zip(result.scores.condition_ids, map(float, result.scores.probabilities))) if view == "finding" else None
         raised = live.observe(probabilities, bank, thresholds)
-        live.keep_crop(result.crop_jpeg if view == "lesion" else b"", result.template_set_id)
+        live.keep_crop(result.crop_jpeg if view == "finding" else b"", result.template_set_id)
         timings = {"decode": decoded - received, "waiting": started - decoded,
                    **{name: seconds for name, seconds in result.timings.items()}}
         del result
@@ -184,7 +184,7 @@ def frame():
             key=lambda row: -row["smoothed"],
         )
         shown = rows[:SHOWN_SCORES] + [row for row in rows[SHOWN_SCORES:] if row["active"]]
-        if view != "lesion" and not any(row["smoothed"] > 0 for row in shown):
+        if view != "finding" and not any(row["smoothed"] > 0 for row in shown):
             shown = []  # nothing seen lately: no table of zeros
         timings["server"] = time.perf_counter() - received
         frame_info = {"view": view, "rows": shown, "timings": {k: round(v * 1000, 1) for k, v in timings.items()},
@@ -195,12 +195,12 @@ def frame():
 
 
 def _view(result, record) -> str:
-    """What the frame showed: "lesion", "nothing" (no skin or no finding located) or "too-small"."""
+    """What the frame showed: "finding", "nothing" (nothing located by the detector) or "too-small"."""
     if not result.analysed:
         return "too-small"
     if record.detector and result.detection is None:
         return "nothing"
-    return "lesion"
+    return "finding"
 
 
 def _hand_off(alert) -> None:
@@ -267,7 +267,7 @@ def explain():
         abort(409, description="This modality has no heatmap.")
     crop_jpeg, template_set, at = live.last_crop_jpeg, live.last_template_set, live.last_crop_at
     if not crop_jpeg:
-        abort(409, description="There is no frame to explain yet: the last frame had no lesion in view. "
+        abort(409, description="There is no frame to explain yet: the last frame had nothing in view to analyse. "
                                "Point the camera at the spot and try again.")
     bank = bank_for(record)
     condition_id = request.form.get("condition_id") or None
