@@ -59,9 +59,9 @@ def server_environment(**extra: str) -> dict[str, str]:
     return env
 
 
-def gunicorn_command(port: int) -> list[str]:
+def gunicorn_command(port: int, *extra: str) -> list[str]:
     return [sys.executable, "-m", "gunicorn", "--config", "webapp/gunicorn_conf.py",
-            "--bind", f"127.0.0.1:{port}", "wsgi:app"]
+            "--bind", f"127.0.0.1:{port}", *extra, "wsgi:app"]
 
 
 def prepare_first_run_caches(env: dict[str, str]) -> list[str]:
@@ -86,14 +86,17 @@ def prepare_first_run_caches(env: dict[str, str]) -> list[str]:
 class OutputTail:
     """Keeps the last lines a process prints, in memory (a pipe that is never read would block it)."""
 
-    def __init__(self, stream, keep: int = 200):
+    def __init__(self, stream, keep: int = 200, divert=None):
         self.lines: collections.deque[str] = collections.deque(maxlen=keep)
+        self._divert = divert  # called with each line; a true answer keeps it out of the tail
         self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
         self._thread.start()
 
     def _read(self, stream) -> None:
         for line in iter(stream.readline, b""):
-            self.lines.append(line.decode("utf-8", "replace").rstrip())
+            text = line.decode("utf-8", "replace").rstrip()
+            if self._divert is None or not self._divert(text):
+                self.lines.append(text)
 
     def text(self) -> str:
         return "\n".join(self.lines)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import re
 import signal
 import statistics
 import subprocess
@@ -55,6 +56,26 @@ from liveserver import (
 )
 
 BUSY_WINDOW = 1.0  # a request counts as "while the queue was full" within this many seconds of a rejection
+# gunicorn's access log, to stdout (a pipe read into memory), for the server's own time per request:
+# %(M)s is milliseconds from the request being read to the response being sent.
+ACCESS_FORMAT = "ACCESS %(M)s %(m)s %(U)s %(s)s"
+ACCESS_LINE = re.compile(r"^ACCESS (\d+) (\w+) (\S+) (\d{3})$")
+
+
+def kind_of(method: str, path: str) -> str:
+    if path == "/":
+        return "page"
+    if path == "/photos":
+        return "upload"
+    if path.endswith("/analyze"):
+        return "analyze"
+    if path.endswith("/card"):
+        return "poll"
+    if path.endswith((".jpg", ".png")):
+        return "picture"
+    if path == "/session/clear":
+        return "clear"
+    return "other"
 
 
 @dataclass
@@ -72,6 +93,7 @@ class Recorder:
         self.rejections_well_formed = 0
         self.errors: list[str] = []
         self.analyses_done = 0
+        self.server_ms: dict[str, list[int]] = defaultdict(list)  # the server's own time, from its access log
         self._lock = threading.Lock()
 
     def add(self, kind: str, reply, started: float) -> None:
@@ -158,10 +180,19 @@ def main(argv: list[str] | None = None) -> int:
     prepare_first_run_caches(env)
     photos = [encode(lesion_photo(seed, width, height), "JPEG", quality=90) for seed in range(8)]
     port = free_port()
-    server = subprocess.Popen(gunicorn_command(port), cwd=REPO, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    output = OutputTail(server.stdout)
+    server = subprocess.Popen(
+        gunicorn_command(port, "--access-logfile", "-", "--access-logformat", ACCESS_FORMAT),
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     record = Recorder()
+    measuring = threading.Event()
+
+    def server_time(line: str) -> bool:
+        found = ACCESS_LINE.match(line)
+        if found and measuring.is_set():
+            record.server_ms[kind_of(found.group(2), found.group(3))].append(int(found.group(1)))
+        return bool(found)
+
+    output = OutputTail(server.stdout, divert=server_time)
     rss: list[tuple[float, float]] = []
     stop = threading.Event()
     try:
@@ -173,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         rss_start = rss_mb(worker)
         started = time.monotonic()
         deadline = started + args.seconds
+        measuring.set()
 
         def sample_memory() -> None:
             while not stop.wait(1.0):
@@ -246,6 +278,16 @@ def report(args, width, height, photos, record: Recorder, elapsed, rss_start, rs
     for kind in ("page", "upload", "analyze", "poll", "picture", "clear"):
         row(kind, by_kind.get(kind, []))
         row(f"{kind}, while the queue was full", [s for s in by_kind.get(kind, []) if while_full(s)])
+    print()
+    print("The server's own time (gunicorn access log: request read to response sent), ms:")
+    print()
+    print("| requests | count | p50 ms | p95 ms | max ms |")
+    print("|---|---|---|---|---|")
+    every = [ms for values in record.server_ms.values() for ms in values]
+    for label, values in [("all", every)] + [(k, record.server_ms.get(k, [])) for k in
+                                             ("page", "upload", "analyze", "poll", "picture", "clear")]:
+        if values:
+            print(f"| {label} | {len(values)} | {percentile(values, 0.5):.0f} | {percentile(values, 0.95):.0f} | {max(values)} |")
     print()
     peak = max((value for _, value in rss), default=rss_end)
     settled = [value for at, value in rss if at >= min(30.0, elapsed / 4)]

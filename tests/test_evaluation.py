@@ -6,8 +6,6 @@ comments), not produced by the code under test.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 

@@ -181,7 +181,7 @@ table { border-collapse: collapse; margin: 0.5rem 0 1.5rem; }
 th, td { border: 1px solid #c8c8c8; padding: 0.25rem 0.6rem; text-align: left; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 th { background: #eef2f7; }
-figure { display: inline-block; margin: 0.5rem 1rem 1rem 0; vertical-align: top; }
+figure { display: inline-block; margin: 0.5rem 1rem 1rem 0; vertical-align: top; max-width: 33rem; }
 figure img { max-width: 100%; }
 .note { background: #fff8e1; border-left: 4px solid #e0a800; padding: 0.5rem 0.8rem; }
 </style>

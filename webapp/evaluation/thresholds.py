@@ -90,24 +90,24 @@ def fit_thresholds(
                 "(more images, or a larger --validation-split)."
             )
         threshold = fit_threshold(scores[positive & validation], target)
-
-        def summary(value: float, where: np.ndarray) -> dict:
-            rates = metrics.rates_at_threshold(scores[where], positive[where], value)
-            return {
-                "n": int(where.sum()),
-                "positives": rates.positives,
-                "sensitivity": rates.sensitivity,
-                "sensitivity_ci95": metrics.wilson_interval(rates.true_positives, rates.positives),
-                "specificity": rates.specificity,
-                "specificity_ci95": metrics.wilson_interval(rates.true_negatives, rates.negatives),
-            }
-
         results[condition_id] = {
             "target_sensitivity": target,
             "threshold": threshold,
-            "validation": summary(threshold, validation),
-            "held_out": summary(threshold, held_out),
+            "validation": _rates(scores[validation], positive[validation], threshold),
+            "held_out": _rates(scores[held_out], positive[held_out], threshold),
             "current_threshold": current[condition_id],
-            "current_held_out": summary(current[condition_id], held_out),
+            "current_held_out": _rates(scores[held_out], positive[held_out], current[condition_id]),
         }
     return results
+
+
+def _rates(scores: np.ndarray, positive: np.ndarray, threshold: float) -> dict:
+    rates = metrics.rates_at_threshold(scores, positive, threshold)
+    return {
+        "n": int(positive.size),
+        "positives": rates.positives,
+        "sensitivity": rates.sensitivity,
+        "sensitivity_ci95": metrics.wilson_interval(rates.true_positives, rates.positives),
+        "specificity": rates.specificity,
+        "specificity_ci95": metrics.wilson_interval(rates.true_negatives, rates.negatives),
+    }
