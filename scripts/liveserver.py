@@ -77,7 +77,7 @@ def prepare_first_run_caches(env: dict[str, str]) -> list[str]:
         "from webapp.demo import demo_model_directory; print('demo model:', demo_model_directory());"
         "import matplotlib, matplotlib.font_manager; print('matplotlib font cache:', matplotlib.get_cachedir())"
     )
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=False, timeout=600)
     if done.returncode != 0:
         raise RuntimeError(f"could not prepare the demo model:\n{done.stderr[-2000:]}")
     return [line for line in done.stdout.splitlines() if ":" in line]

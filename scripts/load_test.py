@@ -118,9 +118,9 @@ def person(index: int, port: int, photos: list[bytes], deadline: float, record: 
     rng = random.Random(index)
     time.sleep(rng.uniform(0, 3))  # people do not all arrive in the same millisecond
 
-    def timed(kind: str, call):
+    def timed(kind: str, call, *args):
         started = time.monotonic()
-        reply = call()
+        reply = call(*args)
         record.add(kind, reply, started)
         return reply
 
@@ -129,14 +129,14 @@ def person(index: int, port: int, photos: list[bytes], deadline: float, record: 
         try:
             timed("page", client.open_page)
             photo = photos[rng.randrange(len(photos))]
-            upload = timed("upload", lambda: client.upload((photo, f"person-{index}.jpg")))
+            upload = timed("upload", client.upload, (photo, f"person-{index}.jpg"))
             ids = CARD_ID.findall(upload.text)
             if upload.status != 200 or not ids:
                 record.error(f"upload: HTTP {upload.status}")
                 continue
             photo_id = ids[0]
             while time.monotonic() < deadline:
-                asked = timed("analyze", lambda: client.post(f"/photos/{photo_id}/analyze"))
+                asked = timed("analyze", client.post, f"/photos/{photo_id}/analyze")
                 if asked.status != 503:
                     break
                 record.rejected(time.monotonic(), "retry-after" in asked.headers and "busy" in asked.text)
@@ -144,16 +144,16 @@ def person(index: int, port: int, photos: list[bytes], deadline: float, record: 
             finished = False
             while time.monotonic() < deadline:
                 time.sleep(1.0)  # the card polls itself every second
-                card = timed("poll", lambda: client.get(f"/photos/{photo_id}/card"))
+                card = timed("poll", client.get, f"/photos/{photo_id}/card")
                 if card.status == 200 and POLLING not in card.text:
                     finished = "Analysed" in card.text
                     break
             if finished:
                 record.done()
                 for picture in ("thumbnail.jpg", "photo.jpg", "crop.jpg", "heatmap.png", "located.jpg"):
-                    timed("picture", lambda: client.get(f"/photos/{photo_id}/{picture}", htmx=False))
+                    timed("picture", client.get, f"/photos/{photo_id}/{picture}", False)
             time.sleep(rng.uniform(1, 3))  # reading the result
-            timed("clear", lambda: client.post("/session/clear"))
+            timed("clear", client.post, "/session/clear")
         except Exception as exc:  # noqa: BLE001 - counted and reported, the person carries on
             record.error(f"{type(exc).__name__}: {exc}")
             time.sleep(1)
@@ -165,7 +165,7 @@ def percentile(values: list[float], share: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,6 +47,7 @@ from liveserver import (
     REPO,
     Client,
     OutputTail,
+    children,
     descendant_named,
     eight_megabyte_jpeg,
     encode,
@@ -236,7 +237,7 @@ def run_workflow(port: int, say) -> list[str]:
 # -- running it ------------------------------------------------------------------------
 def strace_supports_seccomp(strace: str) -> bool:
     probe = subprocess.run([strace, "-f", "--seccomp-bpf", "-e", "trace=openat", "-o", "/dev/null", "true"],
-                           capture_output=True)
+                           capture_output=True, check=False)
     return probe.returncode == 0
 
 
@@ -291,9 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001
         workflow_error = workflow_error or f"{type(exc).__name__}: {exc}"
     finally:
-        if tracer.poll() is None:  # something went wrong: stop the server, then strace
-            if master is not None:
-                _kill(master, signal.SIGKILL)
+        if tracer.poll() is None:  # something went wrong: stop the server (every process of it), then strace
+            for pid in _descendants(tracer.pid):
+                _kill(pid, signal.SIGKILL)
             _kill(tracer.pid, signal.SIGKILL)
             tracer.wait(timeout=30)
 
@@ -326,6 +327,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     say(f"disk_writes={len(writes)}")
     return 0 if not writes else 1
+
+
+def _descendants(root: int) -> list[int]:
+    found, level = [], children(root)
+    while level:
+        found.extend(level)
+        level = [child for pid in level for child in children(pid)]
+    return found
 
 
 def _kill(pid: int, sig: int) -> None:

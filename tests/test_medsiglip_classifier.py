@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -219,6 +220,74 @@ def test_a_model_that_is_not_siglip_is_refused(tmp_path):
     with pytest.raises(ModelUnavailable) as raised:
         MedSigLIPClassifier(str(tmp_path)).load()
     assert "not SigLIP" in raised.value.reason and "'bert'" in raised.value.reason
+
+
+def copy_of(tiny_model_dir: str, destination: Path) -> Path:
+    import shutil
+
+    shutil.copytree(tiny_model_dir, destination)
+    return destination
+
+
+def test_a_folder_with_only_pickled_weights_is_refused_without_unpickling(tiny_model_dir, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    folder = copy_of(tiny_model_dir, tmp_path / "pickled")
+    torch.save(load_file(folder / "model.safetensors"), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+
+    def no_unpickling(*args, **kwargs):
+        raise AssertionError("a pickle was loaded")
+
+    monkeypatch.setattr(torch, "load", no_unpickling)
+    classifier = MedSigLIPClassifier(str(folder))
+    with pytest.raises(ModelUnavailable) as raised:
+        classifier.load()
+    assert "only pickled weights (pytorch_model.bin)" in raised.value.reason
+    assert "safetensors only" in raised.value.reason and "model.safetensors" in raised.value.advice
+    assert not classifier.is_loaded
+
+
+def test_transformers_refusal_of_pickled_weights_is_explained():
+    # What transformers says when use_safetensors=True finds no safetensors file (e.g. a hub repo).
+    exc = OSError("Error no file named model.safetensors found in directory /models/x.")
+    reason = load_failure(exc, "/models/x", offline=True, have_token=False)
+    assert "no safetensors weights" in reason.reason and "pickled" in reason.reason
+
+
+def test_a_models_own_code_never_runs(tiny_model_dir, tmp_path):
+    """A folder whose config asks for its own Python classes (auto_map): transformers' stock SigLIP is used."""
+    import json
+
+    folder = copy_of(tiny_model_dir, tmp_path / "remote-code")
+    marker = tmp_path / "the-models-code-ran"
+    (folder / "evil.py").write_text(
+        f"open({str(marker)!r}, 'w').write('ran')\n"
+        "from transformers import SiglipConfig, SiglipModel\n"
+        "class EvilConfig(SiglipConfig):\n    pass\n"
+        "class EvilModel(SiglipModel):\n    pass\n"
+    )
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoConfig": "evil.EvilConfig", "AutoModel": "evil.EvilModel"}
+    (folder / "config.json").write_text(json.dumps(config))
+    classifier = MedSigLIPClassifier(str(folder))
+    try:
+        classifier.load()
+    except ModelUnavailable:
+        pass  # refusing is as good as ignoring the code
+    assert not marker.exists()
+    if classifier.is_loaded:
+        assert type(classifier.model).__module__.startswith("transformers.")
+
+
+def test_the_loader_never_trusts_remote_code_and_asks_for_safetensors():
+    import inspect
+
+    import plugins.medsiglip.classifier as module
+
+    source = inspect.getsource(module)
+    assert "trust_remote_code" not in source
+    assert "use_safetensors=True" in source
 
 
 def test_offline_hub_id_never_touches_the_network(monkeypatch):

@@ -4,7 +4,8 @@ A Python audit hook records every open in a write/create mode and every
 rename, removal, directory creation and temp file, from any thread (the
 inference worker included), while a real session uploads five photos (one of
 8 MB, one HEIC), analyses them with heatmaps, asks for a second heatmap, uses
-the JSON API, deletes a photo and clears the session.
+the JSON API, runs a live scan (frames that raise alerts, a heatmap, the log
+downloads), deletes a photo and clears the session.
 """
 
 from __future__ import annotations
@@ -107,6 +108,20 @@ def test_full_workflow_writes_nothing_to_disk(app, browser, recording):
         assert browser.get(f"/photos/{ids[0]}/{path}").status_code == 200
     api = browser.client.post("/api/analyze?explain=1", **multipart([("image", (photos[0][0], "x.jpg"))]))
     assert api.status_code == 200
+    if "live.frame" in app.view_functions:  # live scan: frames, a heatmap of the last one, the alert log
+        bank = app.extensions["privascan_registry"].banks["dermatology"]
+        thresholds = {f"threshold_{c.id}": "0" for c in bank.conditions}  # every frame in view alerts
+        assert browser.post("/live/thresholds", data=thresholds).status_code == 200
+        assert browser.post("/live/start").status_code == 200
+        frame = Image.open(io.BytesIO(photos[2][0])).convert("RGB").resize((640, 360))
+        buffer = io.BytesIO()
+        frame.save(buffer, format="JPEG", quality=80)
+        for _ in range(3):
+            response = browser.post("/live/frame", **multipart([("frame", (buffer.getvalue(), "frame.jpg"))]))
+            assert response.status_code == 200
+        assert browser.post("/live/explain").status_code == 200
+        assert browser.get("/live/log.json", htmx=False).get_json()["count"] > 0
+        assert browser.get("/live/log.csv", htmx=False).status_code == 200
     browser.post(f"/photos/{ids[1]}/delete")
     browser.post("/session/clear")
     recording.active = False

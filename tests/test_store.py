@@ -121,3 +121,15 @@ def test_duplicates_are_found_by_digest():
     store.add_photo(data, make_photo("a", digest="same"))
     assert store.find_duplicate(data, "same").id == "a"
     assert store.find_duplicate(data, "other") is None
+
+
+def test_a_cap_on_all_sessions_together():
+    store = make_store(max_total_bytes=250)
+    first, second = store.create(), store.create()
+    store.add_photo(first, make_photo("a", size=100))
+    store.add_photo(second, make_photo("b", size=100))
+    with pytest.raises(StoreFull) as caught:
+        store.add_photo(second, make_photo("c", size=100))  # within its own cap, over the server's
+    assert caught.value.status == 503 and "memory for photos is full" in caught.value.message
+    store.delete(first.id)
+    store.add_photo(second, make_photo("c", size=100))  # room again once a session has gone

@@ -30,6 +30,10 @@ sys.dont_write_bytecode = True
 # folder by writing a throwaway file there). PrivaScan never compiles a model,
 # so the folder only needs to exist: put it in shared memory.
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", f"/dev/shm/privascan-torchinductor-{os.getuid()}")
+# torch's OpenMP threads busy-wait between operations by default, taking the
+# cores the web threads need; sleeping instead kept pages, polls and pictures
+# quick under load and even raised the analyses per minute (scripts/load_test.py).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _drop_server_header() -> None:

@@ -38,9 +38,8 @@ def init_app(app: Flask) -> None:
             # Pages, partials and images all carry user data: never cache them
             # (static files, the core's and plugins', carry none).
             response.headers["Cache-Control"] = "no-store"
-        # No server software or version named. gunicorn ignores this header
-        # and its own is dropped in gunicorn_conf.py (so no Server header at
-        # all); Werkzeug's development server adds its version banner only
-        # when the app sent none, so a neutral one replaces it there.
-        response.headers["Server"] = "PrivaScan"
+        # No server banner: gunicorn's own Server header is dropped in
+        # gunicorn_conf.py. (Werkzeug's development server always adds its
+        # version; it is for development only, never for serving a clinic.)
+        response.headers.pop("Server", None)
         return response

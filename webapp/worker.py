@@ -9,6 +9,7 @@ predictable on a clinic laptop; the queue bound turns overload into a polite
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 from collections import deque
@@ -89,6 +90,7 @@ class InferenceWorker:
         return done.wait(timeout)
 
     def _run(self) -> None:
+        _lower_this_threads_priority()
         while True:
             job = self._queue.get()
             if job is None:
@@ -109,3 +111,20 @@ class InferenceWorker:
                 with self._lock:
                     self.current = None
                 self._queue.task_done()
+
+
+INFERENCE_NICENESS = 10
+
+
+def _lower_this_threads_priority() -> None:
+    """Let web threads win the CPU over the model (Linux: niceness is per thread).
+
+    On a small machine the model would otherwise compete as an equal with
+    the threads answering pages, polls and pictures, and the interface would
+    stall while the queue is full. When nothing else wants the CPU the model
+    still gets all of it; the threads torch starts from here inherit the value.
+    """
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), INFERENCE_NICENESS)
+    except (AttributeError, OSError):  # not Linux, or not allowed: run at normal priority
+        pass

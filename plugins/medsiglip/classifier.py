@@ -37,6 +37,7 @@ HUB_PAGE = "https://huggingface.co/google/medsiglip-448"
 TEXT_MAX_LENGTH = 64  # MedSigLIP's text context; prompts are padded to it, as in training
 TEXT_BATCH = 64  # prompts per text-tower call at start-up (bounds activation memory)
 _TRUE = {"1", "ON", "YES", "TRUE"}
+PICKLED_WEIGHTS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
 
 
 class TextTowerReleased(ModelUnavailable):
@@ -140,7 +141,7 @@ def load_failure(exc: BaseException, model: str, *, offline: bool, have_token: b
             f"Set MODEL to {DEFAULT_MODEL} or to a folder holding a downloaded copy.",
         )
     message = str(exc)
-    if "safetensors" in message and "does not appear to have" in message:
+    if "safetensors" in message and ("does not appear to have" in message or "no file named" in message):
         return ModelUnavailable(
             f"{model} has no safetensors weights; PrivaScan does not load pickled weights.",
             f"Use the official {DEFAULT_MODEL} files, which include model.safetensors.",
@@ -246,6 +247,15 @@ class MedSigLIPClassifier:
                     f"The folder {raw} holds no config.json, so it is not a downloaded model.",
                     "Point MODEL at the folder that holds config.json and model.safetensors "
                     f"(for example a copy of {DEFAULT_MODEL}).",
+                )
+            pickled = sorted(
+                f.name for pattern in PICKLED_WEIGHTS for f in path.glob(pattern) if f.is_file()
+            )
+            if pickled and not any(path.glob("*.safetensors")) and not any(path.glob("*.safetensors.index.json")):
+                raise ModelUnavailable(
+                    f"The folder {raw} holds only pickled weights ({', '.join(pickled[:3])}); PrivaScan loads "
+                    "safetensors only, because loading a pickle can run any code it contains.",
+                    f"Use the official {DEFAULT_MODEL} files, which include model.safetensors.",
                 )
             return str(path), True
         looks_like_path = raw.startswith(("/", ".", "~")) or "\\" in raw or raw.count("/") > 1
