@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     from webapp.cropping import square_crop
     from webapp.images import safe_decode
     from webapp.interfaces import ClinicalApp
+    from webapp.memory import release_freed_memory
     from webapp.pipeline import CROP_SIZE, analyse_image
     from webapp.plugins import Registry
     from webapp.prompt_bank import load_prompt_bank
@@ -140,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     inputs = photos(args.photos)
     warm = safe_decode(inputs[0][1], 50_000_000).image
     analyse_image(warm, record, registry, "clinical", explain=True)  # warm-up, not counted
+    release_freed_memory()  # as the inference worker does after every job
     rss_after_warmup = rss_gb()
 
     ours: list[dict[str, float]] = []

@@ -16,6 +16,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
+from .memory import release_freed_memory
+
 log = logging.getLogger(__name__)
 
 
@@ -110,6 +112,9 @@ class InferenceWorker:
             finally:
                 with self._lock:
                     self.current = None
+                # Activations of the job just done sit freed in malloc's heap;
+                # hand them back so memory stays flat between jobs.
+                release_freed_memory()
                 self._queue.task_done()
 
 

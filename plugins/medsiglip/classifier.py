@@ -13,7 +13,6 @@ background thread.
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import hashlib
 import logging
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Sequence
 from PIL import Image
 
 from webapp.cropping import pad_to_square
+from webapp.memory import release_freed_memory
 from webapp.interfaces import ModelUnavailable, PromptBank, Scores, TemplateSet
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -63,14 +63,6 @@ def pick_device() -> str:
     if mps is not None and mps.is_available():
         return "mps"
     return "cpu"
-
-
-def release_freed_memory() -> None:
-    """Ask glibc to hand freed heap pages back to the OS (no-op elsewhere)."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def build_scores(condition_ids: Sequence[str], logits: "torch.Tensor", similarities: "torch.Tensor") -> Scores:
@@ -376,6 +368,7 @@ class MedSigLIPClassifier:
             if self.model.text_model is None:
                 return
             import torch
+
             self.model.text_model = None
             # The weights are memory-mapped views of the safetensors file, which
             # stays mapped (and its touched pages resident) while any tensor views
@@ -387,8 +380,6 @@ class MedSigLIPClassifier:
             gc.collect()
             release_freed_memory()
             if self.device == "cuda":
-                import torch
-
                 torch.cuda.empty_cache()
 
     # ----------------------------------------------------------- image side
