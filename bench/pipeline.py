@@ -204,10 +204,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def measure_int8(classifier, bank, template_set, inputs, registry, record) -> None:
     """Dynamic int8 Linear layers on CPU: speed and fidelity against fp32 on the same crops."""
-    import copy
-
     import torch
 
+    from plugins.medsiglip.classifier import quantize_vision_tower
     from webapp.cropping import square_crop
     from webapp.images import safe_decode
 
@@ -220,7 +219,7 @@ def measure_int8(classifier, bank, template_set, inputs, registry, record) -> No
     pixels = [classifier.pixel_values(c) for c in crops]
     with torch.inference_mode():
         fp32 = [classifier.model.get_image_features(pixel_values=p).pooler_output for p in pixels]
-    quantized = torch.ao.quantization.quantize_dynamic(copy.deepcopy(vision), {torch.nn.Linear}, dtype=torch.qint8)
+    quantized = quantize_vision_tower(vision)  # the product's own int8 path (PRIVASCAN_INT8=1)
     times, cosines, agree = [], [], 0
     text = classifier.text_embeddings(bank, template_set)
     with torch.inference_mode():

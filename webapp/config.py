@@ -34,6 +34,8 @@ def config_from_environment() -> dict:
         "MODEL": os.environ.get("PRIVASCAN_MODEL", "google/medsiglip-448"),
         "HF_TOKEN": os.environ.get("HF_TOKEN") or None,
         "DEMO_MODEL": _flag("PRIVASCAN_DEMO_MODEL"),
+        # Dynamic int8 for classification without a heatmap (CPU; heatmaps stay fp32).
+        "INT8": _flag("PRIVASCAN_INT8"),
         "LESION_WEIGHTS": os.environ.get("PRIVASCAN_LESION_WEIGHTS") or None,
         "BANK_OVERRIDES": os.environ.get("PRIVASCAN_BANK_OVERRIDES") or None,  # TOML from `privascan eval --fit-thresholds`
         "CLINICAL_APP": os.environ.get("PRIVASCAN_CLINICAL_APP", "dermatology"),

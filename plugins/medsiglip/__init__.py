@@ -17,7 +17,7 @@ __all__ = ["MedSigLIPClassifier", "MedSigLIPGradCAM", "register_classifiers", "r
 @hookimpl
 def register_classifiers(config):
     """The MedSigLIP classifier for ``config["MODEL"]`` (hub id or local folder)."""
-    return [MedSigLIPClassifier(config["MODEL"], token=config.get("HF_TOKEN"))]
+    return [MedSigLIPClassifier(config["MODEL"], token=config.get("HF_TOKEN"), int8=config.get("INT8", False))]
 
 
 @hookimpl
