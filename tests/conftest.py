@@ -6,8 +6,10 @@ real weights; only its size differs.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
+import threading
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,38 @@ NCI_PHOTO = SHARED_DATA / "nci-melanoma-1800x1010.jpg"
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> str:
     return str(build_tiny_siglip(tmp_path_factory.mktemp("tiny-siglip")))
+
+
+# Debian's Chromium, driven by Playwright (never a downloaded browser). The
+# background-networking switches keep it from calling Google's services.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+]
+
+
+@contextlib.contextmanager
+def serving(app, name: str = "test-server"):
+    """Serve ``app`` on a free loopback port in a thread; yields its base URL."""
+    from werkzeug.serving import make_server
+
+    httpd = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, name=name, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_port}"
+    finally:
+        httpd.shutdown()
+        thread.join(10)
+        app.extensions["privascan_worker"].stop()
 
 
 def small_bank():

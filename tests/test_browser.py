@@ -14,35 +14,20 @@ from __future__ import annotations
 import base64
 import io
 import re
-import threading
 import time
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
+from tests.conftest import CHROMIUM  # noqa: E402
 if not CHROMIUM.exists():
     pytest.skip("Debian's Chromium (/usr/bin/chromium) is not installed; `make test` installs it", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
 expect = sync_api.expect
 
-from werkzeug.serving import make_server  # noqa: E402
-
-from tests.conftest import make_app  # noqa: E402
+from tests.conftest import CHROMIUM_ARGS, make_app, serving  # noqa: E402
 from tests.synthetic import make_lesion_photo  # noqa: E402
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-]
 TIMEOUT_MS = 15_000
 
 # The page reports CSP violations to Python through an exposed function; an
@@ -63,14 +48,8 @@ def photo_bytes(seed: int, fmt: str = "JPEG") -> bytes:
 
 @pytest.fixture(scope="module")
 def server(tiny_model_dir):
-    app = make_app(tiny_model_dir, SESSION_COOKIE_SECURE=False)
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, name="browser-test-server", daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_port}"
-    httpd.shutdown()
-    thread.join(10)
-    app.extensions["privascan_worker"].stop()
+    with serving(make_app(tiny_model_dir, SESSION_COOKIE_SECURE=False), "browser-test-server") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import io
 import re
-import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -23,15 +22,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-CHROMIUM = Path("/usr/bin/chromium")
+from tests.conftest import CHROMIUM  # noqa: E402
 if not CHROMIUM.exists():
     pytest.skip("Debian's Chromium (/usr/bin/chromium) is not installed; `make test` installs it", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
 expect = sync_api.expect
 
-from werkzeug.serving import make_server  # noqa: E402
-
-from tests.conftest import make_app  # noqa: E402
+from tests.conftest import CHROMIUM_ARGS, make_app, serving  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 NCI_PHOTO = SHARED_DATA / "nci-melanoma-1800x1010.jpg"
@@ -84,14 +81,8 @@ def clip(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(tiny_model_dir):
-    app = make_app(tiny_model_dir, SESSION_COOKIE_SECURE=False)
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, name="live-browser-test-server", daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_port}"
-    httpd.shutdown()
-    thread.join(10)
-    app.extensions["privascan_worker"].stop()
+    with serving(make_app(tiny_model_dir, SESSION_COOKIE_SECURE=False), "live-browser-test-server") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -99,18 +90,7 @@ def chromium(clip):
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=str(CHROMIUM),
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                "--use-fake-device-for-media-stream",
-                "--use-fake-ui-for-media-stream",
-                f"--use-file-for-fake-video-capture={clip}",
-            ],
+            args=[*CHROMIUM_ARGS, f"--use-file-for-fake-video-capture={clip}"],
         )
         yield browser
         browser.close()
