@@ -306,6 +306,23 @@ def test_offline_hub_id_never_touches_the_network(monkeypatch):
     assert "MODEL" in raised.value.advice
 
 
+def test_without_a_token_the_default_hub_id_is_only_looked_up_in_the_cache(monkeypatch, tmp_path):
+    """Rule 4: no model download unless the operator configured access (HF_TOKEN)."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache, and no saved login token
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the hub was contacted although no token is configured")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    with pytest.raises(ModelUnavailable) as raised:
+        MedSigLIPClassifier("google/medsiglip-448").load()
+    assert "did not contact the hub" in raised.value.reason
+    assert "HF_TOKEN" in raised.value.advice and "PRIVASCAN_DEMO_MODEL" in raised.value.advice
+
+
 def _gated_error():
     import httpx2
     from huggingface_hub.errors import GatedRepoError

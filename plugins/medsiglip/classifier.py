@@ -133,6 +133,14 @@ def load_failure(exc: BaseException, model: str, *, offline: bool, have_token: b
             f"Create a new read token, set HF_TOKEN to it and restart; {alternatives}.",
         )
     if find(hub_errors.LocalEntryNotFoundError) is not None or find(hub_errors.OfflineModeIsEnabled) is not None:
+        if not have_token and not offline:
+            return ModelUnavailable(
+                f"No MedSigLIP weights are configured: {model} is not in the local cache and no Hugging Face "
+                "token is set, so PrivaScan did not contact the hub.",
+                f"Accept the Health AI Developer Foundations (HAI-DEF) terms at {HUB_PAGE}, create a read token "
+                f"and set HF_TOKEN to it; {alternatives}. To try the interface without the model, set "
+                "PRIVASCAN_DEMO_MODEL=1.",
+            )
         if offline:
             return ModelUnavailable(
                 f"Offline mode (HF_HUB_OFFLINE) is on and {model} is not in the local Hugging Face cache.",
@@ -217,8 +225,13 @@ class MedSigLIPClassifier:
                 return
             source, local = self._resolve_source()
             offline = hub_offline()
-            # A local folder never needs the hub; a hub id may use it unless offline.
-            kwargs = {"local_files_only": True} if local else {"token": self.token, "local_files_only": offline}
+            have_token = self._have_token()
+            # A local folder never needs the hub. A hub id uses it only when the
+            # operator configured access (a token; the model is gated, so
+            # nothing could be downloaded without one) and offline mode is off;
+            # otherwise only the local Hugging Face cache is read.
+            cache_only = local or offline or not have_token
+            kwargs = {"local_files_only": True} if local else {"token": self.token, "local_files_only": cache_only}
             try:
                 import torch
                 from transformers import AutoConfig, AutoModel, AutoProcessor
@@ -246,7 +259,7 @@ class MedSigLIPClassifier:
                 raise
             except Exception as exc:  # noqa: BLE001 - every failure is translated for the user
                 log.warning("Could not load %s", self.model_id_or_path, exc_info=True)
-                raise load_failure(exc, self.model_id_or_path, offline=offline, have_token=self._have_token()) from exc
+                raise load_failure(exc, self.model_id_or_path, offline=offline, have_token=have_token) from exc
             self.model, self.processor, self.device = model, processor, device
             self._scale = model.logit_scale.detach().clone().exp()  # exp(t'), as SigLIP applies it
             self._logit_bias = model.logit_bias.detach().clone()
