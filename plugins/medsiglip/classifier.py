@@ -107,7 +107,7 @@ def load_failure(exc: BaseException, model: str, *, offline: bool, have_token: b
     def find(kind):
         return next((e for e in chain if isinstance(e, kind)), None)
 
-    alternatives = "or set MODEL to a folder holding a downloaded copy"
+    alternatives = "or set PRIVASCAN_MODEL to a folder holding a downloaded copy"
     if find(hub_errors.GatedRepoError) is not None:
         if not have_token:
             return ModelUnavailable(
@@ -123,7 +123,7 @@ def load_failure(exc: BaseException, model: str, *, offline: bool, have_token: b
     if find(hub_errors.RepositoryNotFoundError) is not None:
         return ModelUnavailable(
             f"No model called {model} was found on the Hugging Face hub.",
-            f"Check the MODEL setting (default {DEFAULT_MODEL}); {alternatives}.",
+            f"Check the PRIVASCAN_MODEL setting (default {DEFAULT_MODEL}); {alternatives}.",
         )
     http = find(hub_errors.HfHubHTTPError)
     status = getattr(getattr(http, "response", None), "status_code", None)
@@ -154,7 +154,7 @@ def load_failure(exc: BaseException, model: str, *, offline: bool, have_token: b
     if find(hub_errors.HFValidationError) is not None:
         return ModelUnavailable(
             f"{model} is neither an existing folder nor a valid hub model id.",
-            f"Set MODEL to {DEFAULT_MODEL} or to a folder holding a downloaded copy.",
+            f"Set PRIVASCAN_MODEL to {DEFAULT_MODEL} or to a folder holding a downloaded copy.",
         )
     message = str(exc)
     if "safetensors" in message and ("does not appear to have" in message or "no file named" in message):
@@ -165,7 +165,7 @@ def load_failure(exc: BaseException, model: str, *, offline: bool, have_token: b
     if isinstance(exc, (ValueError, KeyError)) and ("model_type" in message or "Unrecognized" in message):
         return ModelUnavailable(
             f"{model} is not a SigLIP model.",
-            f"Set MODEL to {DEFAULT_MODEL} or to a folder holding a downloaded copy of it.",
+            f"Set PRIVASCAN_MODEL to {DEFAULT_MODEL} or to a folder holding a downloaded copy of it.",
         )
     if find(MemoryError) is not None or "out of memory" in message.lower():
         return ModelUnavailable(
@@ -175,7 +175,7 @@ def load_failure(exc: BaseException, model: str, *, offline: bool, have_token: b
         )
     return ModelUnavailable(
         f"{model} could not be loaded ({type(exc).__name__}).",
-        "The server log has the details; check the MODEL and HF_TOKEN settings.",
+        "The server log has the details; check the PRIVASCAN_MODEL and HF_TOKEN settings.",
     )
 
 
@@ -241,7 +241,7 @@ class MedSigLIPClassifier:
                 if getattr(config, "model_type", None) != "siglip":
                     raise ModelUnavailable(
                         f"{self.model_id_or_path} is a '{getattr(config, 'model_type', 'unknown')}' model, not SigLIP.",
-                        f"Set MODEL to {DEFAULT_MODEL} or to a folder holding a downloaded copy of it.",
+                        f"Set PRIVASCAN_MODEL to {DEFAULT_MODEL} or to a folder holding a downloaded copy of it.",
                     )
                 device = self.requested_device or pick_device()
                 model = AutoModel.from_pretrained(source, use_safetensors=True, dtype=torch.float32, **kwargs)
@@ -249,7 +249,7 @@ class MedSigLIPClassifier:
                 if not hasattr(model, "get_image_features") or not hasattr(processor, "image_processor"):
                     raise ModelUnavailable(
                         f"{self.model_id_or_path} does not load as a SigLIP image-text model.",
-                        f"Set MODEL to {DEFAULT_MODEL} or to a folder holding a downloaded copy of it.",
+                        f"Set PRIVASCAN_MODEL to {DEFAULT_MODEL} or to a folder holding a downloaded copy of it.",
                     )
                 # Inference only: no parameter needs a gradient (the explainer re-enables
                 # the last vision layer and head, the only ones Grad-CAM needs).
@@ -272,13 +272,13 @@ class MedSigLIPClassifier:
         if path.exists():
             if not path.is_dir():
                 raise ModelUnavailable(
-                    f"MODEL points at the file {raw}, not at a model folder.",
-                    "Point MODEL at the folder that holds config.json and model.safetensors.",
+                    f"PRIVASCAN_MODEL points at the file {raw}, not at a model folder.",
+                    "Point PRIVASCAN_MODEL at the folder that holds config.json and model.safetensors.",
                 )
             if not (path / "config.json").is_file():
                 raise ModelUnavailable(
                     f"The folder {raw} holds no config.json, so it is not a downloaded model.",
-                    "Point MODEL at the folder that holds config.json and model.safetensors "
+                    "Point PRIVASCAN_MODEL at the folder that holds config.json and model.safetensors "
                     f"(for example a copy of {DEFAULT_MODEL}).",
                 )
             pickled = sorted(
@@ -295,7 +295,7 @@ class MedSigLIPClassifier:
         if looks_like_path:
             raise ModelUnavailable(
                 f"The model folder {raw} does not exist.",
-                "Check the MODEL setting: it must be an existing folder holding a downloaded "
+                "Check the PRIVASCAN_MODEL setting: it must be an existing folder holding a downloaded "
                 f"copy of {DEFAULT_MODEL}, or the hub id {DEFAULT_MODEL}.",
             )
         return raw, False
