@@ -38,6 +38,9 @@ def test_index_full_page_and_partial_status(client):
     assert "<!doctype html>" not in body
     assert 'id="model-status"' in body
     assert 'hx-swap-oob="true"' in body  # the settled status refreshes the timeline's buttons
+    # A poll from a page that already saw "ready" gets the status line only.
+    again = client.get("/status?seen=ready", headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert 'id="model-status"' in again and 'id="timeline"' not in again
 
 
 def test_status_without_htmx_is_the_whole_page(client):

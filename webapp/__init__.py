@@ -50,7 +50,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["privascan_plugins"] = pm
     app.extensions["privascan_registry"] = registry
     plugin_assets.init_app(app, pm)  # plugins' templates/ (after the repo's) and static/
-    models = ModelManager(registry)
+    models = ModelManager(registry, default_app=app.config["CLINICAL_APP"])
     app.extensions["privascan_models"] = models
     analysis.init_app(app)
 

@@ -25,6 +25,8 @@ class ModelStatus:
     message: str = "Waiting to load the model."
     advice: str = ""
     seconds: float = 0.0
+    # Work still running after "ready" (other banks' descriptions): the status line keeps polling.
+    background: str = ""
 
     @property
     def ready(self) -> bool:
@@ -32,8 +34,9 @@ class ModelStatus:
 
 
 class ModelManager:
-    def __init__(self, registry: Registry):
+    def __init__(self, registry: Registry, default_app: str | None = None):
         self.registry = registry
+        self.default_app = default_app
         self._status: dict[str, ModelStatus] = {name: ModelStatus() for name in registry.classifiers}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -78,17 +81,19 @@ class ModelManager:
         self._set(name, state="loading", message="Loading the model weights…", advice="")
         try:
             classifier.load()
-            pairs = [
-                (bank, template_set)
-                for app in self.registry.apps.values()
-                if app.classifier == name
-                for bank in [self.registry.banks[app.bank]]
-                for template_set in bank.template_sets
-            ]
+            pairs = self._pairs_default_first(name)
             prepare = getattr(classifier, "prepare", None)
-            if prepare is not None:
-                for index, (bank, template_set) in enumerate(pairs, start=1):
-                    self._set(name, message=f"Preparing condition descriptions ({index} of {len(pairs)})…")
+            if prepare is not None and pairs:
+                # The default modality's default picture kind first: analysis can
+                # start as soon as it is ready (on a CPU each set takes a minute or
+                # two); the rest are prepared while people already work. A request
+                # for one not prepared yet computes it on demand (the classifier
+                # serialises that with its own lock).
+                self._set(name, message=f"Preparing condition descriptions (1 of {len(pairs)})…")
+                prepare(*pairs[0])
+                self._set(name, state="ready", message=f"{classifier.describe()}.", seconds=time.perf_counter() - started)
+                for index, (bank, template_set) in enumerate(pairs[1:], start=2):
+                    self._set(name, background=f"Preparing the other picture kinds ({index} of {len(pairs)})…")
                     prepare(bank, template_set)
             release = getattr(classifier, "release_text_tower", None)
             if release is not None:
@@ -109,5 +114,18 @@ class ModelManager:
             name,
             state="ready",
             message=f"{classifier.describe()}.",
+            background="",
             seconds=time.perf_counter() - started,
         )
+
+    def _pairs_default_first(self, classifier_name: str) -> list:
+        """Every (bank, template set) this classifier serves, the default app's first set first."""
+        apps = [app for app in self.registry.apps.values() if app.classifier == classifier_name]
+        apps.sort(key=lambda app: app.name != self.default_app)
+        pairs = []
+        for app in apps:
+            bank = self.registry.banks[app.bank]
+            for template_set in bank.template_sets:
+                if (bank, template_set) not in pairs:
+                    pairs.append((bank, template_set))
+        return pairs
