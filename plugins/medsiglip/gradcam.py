@@ -28,11 +28,6 @@ from .classifier import MedSigLIPClassifier, build_scores
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-# What the colours of the overlay mean, for the result template and screen readers.
-COLOUR_SCALE = (
-    "Colour shows how much each area raised the score of the named condition: "
-    "dark blue = little or none, through cyan, green and yellow, to dark red = most."
-)
 
 
 def tokens_to_grid(tokens: "torch.Tensor") -> "torch.Tensor":
@@ -101,7 +96,6 @@ class MedSigLIPGradCAM:
     """Grad-CAM on MedSigLIP's last vision layer, for a condition of the bank."""
 
     name = "medsiglip-gradcam"
-    colour_scale = COLOUR_SCALE
 
     def load(self) -> None:
         """Import pytorch-grad-cam at start-up: its matplotlib import creates cache folders once,

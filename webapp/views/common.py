@@ -14,6 +14,7 @@ from itertools import groupby
 from flask import current_app, g, render_template, request, session
 
 from ..interfaces import ClinicalApp, PromptBank
+from ..analysis import clinical_app_for
 from ..pipeline import read
 from ..sessions import current_data
 
@@ -23,8 +24,7 @@ def settings() -> dict:
 
 
 def clinical_app() -> ClinicalApp:
-    registry = current_app.extensions["privascan_registry"]
-    return registry.app(settings().get("app") or current_app.config["CLINICAL_APP"])
+    return clinical_app_for(settings())
 
 
 def bank_for(record: ClinicalApp) -> PromptBank:
