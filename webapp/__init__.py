@@ -26,6 +26,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.update(config_from_environment())
     if test_config:
         app.config.update(test_config)
+        if "SECRET_KEY" in test_config:
+            app.config["SECRET_KEY_GENERATED"] = False
     # Pillow raises DecompressionBombError above twice this; images.py also
     # turns the warning in between into an error.
     Image.MAX_IMAGE_PIXELS = app.config["MAX_IMAGE_PIXELS"]
@@ -38,6 +40,9 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     if app.config["DEMO_MODEL"]:
         app.config["MODEL"] = demo.demo_model_directory()
+
+    if app.config.get("REDIS_URL"):
+        _connect_redis_or_exit(app)
 
     Htmx(app)
     sessions.init_app(app)  # after Htmx: it installs the in-memory request class
@@ -62,3 +67,14 @@ def create_app(test_config: dict | None = None) -> Flask:
     if app.config["LOAD_MODELS_AT_START"]:
         models.start()
     return app
+
+
+def _connect_redis_or_exit(app: Flask) -> None:
+    """Scale-out mode starts only against a reachable Redis that keeps nothing on disk."""
+    from .redis_connection import RedisRefused, init_app
+
+    try:
+        init_app(app)
+    except RedisRefused as exc:
+        log.critical("PrivaScan did not start: %s", exc)
+        raise SystemExit(f"PrivaScan did not start: {exc}") from None

@@ -30,7 +30,13 @@ def config_from_environment() -> dict:
     return {
         # A per-process key: sessions live in this process's memory only, so
         # they cannot outlive a restart anyway and nothing needs a stable key.
+        # Scale-out mode needs one key shared by all web replicas and workers
+        # (it wraps the session keys inside queued jobs), so it must be set.
         "SECRET_KEY": os.environ.get("PRIVASCAN_SECRET_KEY") or secrets.token_hex(32),
+        "SECRET_KEY_GENERATED": not os.environ.get("PRIVASCAN_SECRET_KEY"),
+        # Unset: the embedded store and worker (the default). Set (redis:// or
+        # rediss://, password or ACL user in the URL): scale-out mode.
+        "REDIS_URL": os.environ.get("PRIVASCAN_REDIS_URL") or None,
         "MODEL": os.environ.get("PRIVASCAN_MODEL", "google/medsiglip-448"),
         "HF_TOKEN": os.environ.get("HF_TOKEN") or None,
         "DEMO_MODEL": _flag("PRIVASCAN_DEMO_MODEL"),
