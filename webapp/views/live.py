@@ -24,7 +24,7 @@ from ..images import ImageRejected, open_clean, safe_decode
 from ..live import LOG_LIMIT, LiveState, Smoothing, log_csv, log_json
 from ..pipeline import analyse_image
 from ..render import heatmap_overlay_png
-from ..sessions import current_data
+from ..sessions import current_data, get_store
 from ..store import StoreFull
 from .common import bank_for, clinical_app, settings, thresholds_for
 
@@ -117,6 +117,7 @@ def start():
         data.live = LiveState(record.name, _smoothing(), log_limit=int(_config("LIVE_LOG_LIMIT")))
     else:
         live.restart()
+    get_store().save_live(data)  # scale-out mode keeps it in Redis for every replica
     return render_template("partials/live_frame.html", **_context())
 
 
@@ -164,7 +165,7 @@ def frame():
             abort(503, description=exc.message)
         finally:
             del image  # the frame itself is gone once it has been analysed
-        if data.live is not live:  # the session was cleared while the frame was analysed
+        if not get_store().live_is_current(data, live):  # the session was cleared while the frame was analysed
             abort(410, description=ENDED)
         bank = bank_for(record)
         thresholds = thresholds_for(bank)
@@ -172,6 +173,7 @@ def frame():
         probabilities = dict(zip(result.scores.condition_ids, map(float, result.scores.probabilities))) if view == "finding" else None
         raised = live.observe(probabilities, bank, thresholds)
         live.keep_crop(result.crop_jpeg if view == "finding" else b"", result.template_set_id)
+        get_store().save_live(data)
         timings = {"decode": decoded - received, "waiting": started - decoded,
                    **{name: seconds for name, seconds in result.timings.items()}}
         del result
@@ -321,4 +323,5 @@ def clear_log():
     data = current_data()
     if data is not None and data.live is not None:
         data.live.clear_log()
+        get_store().save_live(data)
     return _render("partials/live_log.html", [("info", "The alert log of this session was deleted.")])
