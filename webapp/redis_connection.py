@@ -22,12 +22,12 @@ class RedisRefused(Exception):
     """Start-up stops here; the message says why and what to change."""
 
 
-def connect(url: str) -> redis.Redis:
+def connect(url: str, socket_timeout: float | None = COMMAND_TIMEOUT) -> redis.Redis:
     """A client for ``url`` (redis:// or rediss://, password or ACL user in the URL); no I/O yet."""
     return redis.Redis.from_url(
         url,
         socket_connect_timeout=CONNECT_TIMEOUT,
-        socket_timeout=COMMAND_TIMEOUT,
+        socket_timeout=socket_timeout,
         health_check_interval=30,
         # A blip is retried briefly; an outage fails fast so pages can say so (503) at once.
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
