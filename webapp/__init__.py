@@ -32,14 +32,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     # turns the warning in between into an error.
     Image.MAX_IMAGE_PIXELS = app.config["MAX_IMAGE_PIXELS"]
 
-    from . import analysis, demo, errors, plugin_assets, security, sessions
+    from . import errors, jobs, metrics, plugin_assets, security, sessions
     from .bank_overrides import apply_bank_overrides
     from .plugins import build_registry, make_plugin_manager
     from .models import ModelManager
     from .views import api, live, pages, photos
-
-    if app.config["DEMO_MODEL"]:
-        app.config["MODEL"] = demo.demo_model_directory()
 
     if app.config.get("REDIS_URL"):
         _connect_redis_or_exit(app)
@@ -57,14 +54,17 @@ def create_app(test_config: dict | None = None) -> Flask:
     plugin_assets.init_app(app, pm)  # plugins' templates/ (after the repo's) and static/
     models = ModelManager(registry, default_app=app.config["CLINICAL_APP"])
     app.extensions["privascan_models"] = models
-    analysis.init_app(app)
+    jobs.init_app(app)
 
     app.register_blueprint(pages.bp)
     app.register_blueprint(photos.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(live.bp)
+    metrics.init_app(app)
 
-    if app.config["LOAD_MODELS_AT_START"]:
+    # Scale-out mode: web replicas load no model (the workers do; `privascan worker` sets ROLE).
+    web_replica_of_fleet = app.config.get("REDIS_URL") and app.config.get("ROLE") != "worker"
+    if app.config["LOAD_MODELS_AT_START"] and not web_replica_of_fleet:
         models.start()
     return app
 

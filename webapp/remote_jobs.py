@@ -159,9 +159,9 @@ def _run_job_task(task, job_id: str, wrapped_key: str, queue: str, member: str, 
             heartbeat.current = ""
             heartbeat.jobs_done += 1
             heartbeat.beat()
-    from . import metrics
+    from .metrics import record_job
 
-    metrics.JOB_SECONDS.labels(kind=kind).observe(time.perf_counter() - started)
+    record_job(client, kind, time.perf_counter() - started)
     if wants_outcome:
         try:
             raw = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)

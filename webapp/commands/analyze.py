@@ -93,7 +93,7 @@ def _analyse_one(path: Path, runtime, explain: bool) -> dict:
         return _failed(path, exc.message)
     except OSError as exc:
         return _failed(path, f"could not be read ({exc.strerror or type(exc).__name__})")
-    result = analyse_image(decoded.image, runtime.app, runtime.registry, runtime.template_set.id, explain)
+    result = analyse_image(decoded.image, runtime.clinical_app, runtime.registry, runtime.template_set.id, explain)
     return _record(path, result, runtime, explain)
 
 
