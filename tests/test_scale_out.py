@@ -201,3 +201,38 @@ def _upload(content: bytes, name: str) -> dict:
 def _frame(content: bytes) -> dict:
     body = multipart([("frame", (content, "frame.jpg"))])
     return {"data": body["data"], "content_type": body["content_type"]}
+
+
+def test_a_worker_killed_mid_job_leaves_the_job_to_another_worker(tiny_model_dir, redis_url):
+    """SIGKILL while a photo is being analysed: acks_late puts it back, a second worker finishes it."""
+    client = redis.Redis.from_url(redis_url)
+    with fleet(redis_url, tiny_model_dir, replicas=1, PRIVASCAN_JOB_VISIBILITY_SECONDS="5") as (ports, processes, env):
+        browser = AlternatingBrowser(ports)
+        browser.open_page()
+        for seed in range(20, 24):  # the tiny model is quick: try until the kill lands mid-job
+            browser.request("POST", "/photos", **_upload(photo_bytes(seed), f"p{seed}.jpg"))
+        photo_ids = CARD.findall(browser.request("GET", "/", htmx=False)[1].decode())
+        worker = processes[0]
+        killed_on = None
+        for photo_id in photo_ids:
+            assert browser.request("POST", f"/photos/{photo_id}/analyze")[0] == 200
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                html = browser.request("GET", f"/photos/{photo_id}/card")[1].decode()
+                if 'data-state="running"' in html:
+                    worker.send_signal(signal.SIGKILL)
+                    worker.wait()
+                    killed_on = photo_id
+                    break
+                if 'data-state="done"' in html:
+                    break
+                time.sleep(0.02)
+            if killed_on:
+                break
+        assert killed_on, "the kill never landed while a job was running"
+        assert 'data-state="running"' in browser.request("GET", f"/photos/{killed_on}/card")[1].decode()
+        second = start_worker(env)
+        processes.append(second)
+        card = wait_for_card(browser, killed_on, timeout=240)
+        assert 'data-state="done"' in card
+        assert list(client.scan_iter("privascan:job:*")) == []
