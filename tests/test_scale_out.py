@@ -125,18 +125,20 @@ class AlternatingBrowser:
 
 
 @contextmanager
-def fleet(redis_url: str, model_dir: str, replicas: int = 2, **extra):
+def fleet(redis_url: str, model_dir: str, replicas: int = 2, workers: int = 1, **extra):
+    """Start ``workers`` workers and ``replicas`` web replicas; yields (ports, processes (workers first), env)."""
     env = environment(redis_url, model_dir, **extra)
     client = redis.Redis.from_url(redis_url)
     processes = []
     try:
-        worker = start_worker(env)
-        processes.append(worker)
+        for _ in range(workers):
+            processes.append(start_worker(env))
         ports = [free_port() for _ in range(replicas)]
         for port in ports:
             processes.append(start_replica(env, port))
-        wait_for_worker(client, worker)
-        for port, process in zip(ports, processes[1:]):
+        for worker in processes[:workers]:
+            wait_for_worker(client, worker, count=workers)
+        for port, process in zip(ports, processes[workers:]):
             wait_for_http(port, process)
         yield ports, processes, env
     finally:

@@ -162,7 +162,8 @@ class _Sweeper:
 
 def _load_session() -> None:
     """Attach this browser's store (if any) to ``g``; note when an old session ended."""
-    if g.get("redis_unavailable") and request.endpoint != "static":
+    # /healthz and /readyz answer for themselves (readiness says Redis is away).
+    if g.get("redis_unavailable") and request.endpoint != "static" and request.blueprint != "health":
         from .errors import UNAVAILABLE
 
         abort(503, description=UNAVAILABLE)
