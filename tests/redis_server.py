@@ -26,14 +26,14 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def redis_server(*extra: str, persistence: bool = False, port: int | None = None):
+def redis_server(*extra: str, persistence: bool = False, port: int | None = None, wrap: tuple[str, ...] = ()):
     """Run redis-server; yields its redis:// URL. ``persistence=True`` leaves snapshots on (for the refusal test)."""
     port = port or free_port()
     workdir = tempfile.mkdtemp(prefix="privascan-redis-")
     arguments = [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--dir", workdir,
                  "--daemonize", "no", "--protected-mode", "yes", "--loglevel", "warning", "--logfile", ""]
     arguments += ["--save", "3600 1", "--appendonly", "no"] if persistence else ["--save", "", "--appendonly", "no"]
-    process = subprocess.Popen([*arguments, *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen([*wrap, *arguments, *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url)
     try:
@@ -49,7 +49,14 @@ def redis_server(*extra: str, persistence: bool = False, port: int | None = None
         yield url
     finally:
         client.close()
-        process.terminate()
+        if wrap:  # under strace: stop redis-server itself, strace then exits with it
+            client_for_shutdown = redis.Redis.from_url(url)
+            try:
+                client_for_shutdown.shutdown(nosave=True)
+            except redis.RedisError:
+                pass
+        else:
+            process.terminate()
         try:
             process.wait(10)
         except subprocess.TimeoutExpired:
