@@ -8,13 +8,13 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 HTMX := webapp/static/vendor/htmx.min.js
 
-.PHONY: run test setup browser tools clean bench
+.PHONY: run test setup browser tools redis clean bench
 
 # No bytecode caches written next to the code (gunicorn_conf.py covers the app too).
 run: setup
 	PYTHONDONTWRITEBYTECODE=1 $(VENV)/bin/gunicorn --config webapp/gunicorn_conf.py wsgi:app
 
-test: setup browser tools
+test: setup browser tools redis
 	$(PY) -m pytest -q
 
 bench: setup
@@ -46,6 +46,11 @@ browser:
 # (scripts/strace_disk_writes.py, run by tests/test_strace_disk_writes.py).
 tools:
 	@command -v strace >/dev/null || (apt-get update -q && apt-get install -y -q strace)
+
+# Debian's redis-server, for the scale-out tests (tests/redis_server.py starts
+# it on a free loopback port with persistence off; nothing runs as a service).
+redis:
+	@command -v redis-server >/dev/null || (apt-get update -q && apt-get install -y -q redis-server)
 
 clean:
 	rm -rf $(VENV) node_modules webapp/static/vendor

@@ -161,6 +161,8 @@ class Client:
     port: int
     timeout: float = 60.0
     cookie: str | None = None
+    # Other cookies the server sets (scale-out mode's session key cookie, privascan_key).
+    other_cookies: dict[str, str] = field(default_factory=dict)
     token: str | None = None
     server_headers: set[str] = field(default_factory=set)
     _connection: http.client.HTTPConnection | None = None
@@ -170,8 +172,9 @@ class Client:
         sent = dict(headers or {})
         if htmx:
             sent.setdefault("HX-Request", "true")
-        if self.cookie:
-            sent["Cookie"] = f"{COOKIE}={self.cookie}"
+        cookies = {**self.other_cookies, **({COOKIE: self.cookie} if self.cookie else {})}
+        if cookies:
+            sent["Cookie"] = "; ".join(f"{name}={value}" for name, value in cookies.items())
         if self.token and method != "GET":
             sent["X-CSRF-Token"] = self.token
         for attempt in (1, 2):
@@ -196,8 +199,13 @@ class Client:
         self.server_headers.add(reply.headers.get("server", "(none)"))
         for value in response.msg.get_all("Set-Cookie") or []:
             name, _, rest = value.partition("=")
+            value = rest.split(";", 1)[0]
             if name.strip() == COOKIE:
-                self.cookie = rest.split(";", 1)[0]
+                self.cookie = value
+            elif value:
+                self.other_cookies[name.strip()] = value
+            else:  # deleted by the server
+                self.other_cookies.pop(name.strip(), None)
         return reply
 
     def get(self, path: str, htmx: bool = True) -> Reply:

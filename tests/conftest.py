@@ -176,3 +176,23 @@ def photo_bytes(seed: int = 0, fmt: str = "JPEG", **save) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **save)
     return buffer.getvalue()
+
+
+# -- scale-out mode: a real redis-server (tests/redis_server.py) ---------------
+@pytest.fixture(scope="session")
+def redis_server_url():
+    from tests.redis_server import redis_server
+
+    with redis_server() as url:
+        yield url
+
+
+@pytest.fixture
+def redis_url(redis_server_url):
+    """The shared test Redis, emptied before each test."""
+    import redis
+
+    client = redis.Redis.from_url(redis_server_url)
+    client.flushall()
+    client.close()
+    return redis_server_url

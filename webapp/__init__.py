@@ -26,15 +26,20 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.update(config_from_environment())
     if test_config:
         app.config.update(test_config)
+        if "SECRET_KEY" in test_config:
+            app.config["SECRET_KEY_GENERATED"] = False
     # Pillow raises DecompressionBombError above twice this; images.py also
     # turns the warning in between into an error.
     Image.MAX_IMAGE_PIXELS = app.config["MAX_IMAGE_PIXELS"]
 
-    from . import errors, jobs, plugin_assets, security, sessions
+    from . import errors, jobs, metrics, plugin_assets, security, sessions
     from .bank_overrides import apply_bank_overrides
     from .plugins import build_registry, make_plugin_manager
     from .models import ModelManager
     from .views import api, live, pages, photos
+
+    if app.config.get("REDIS_URL"):
+        _connect_redis_or_exit(app)
 
     Htmx(app)
     sessions.init_app(app)  # after Htmx: it installs the in-memory request class
@@ -55,7 +60,21 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(photos.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(live.bp)
+    metrics.init_app(app)
 
-    if app.config["LOAD_MODELS_AT_START"]:
+    # Scale-out mode: web replicas load no model (the workers do; `privascan worker` sets ROLE).
+    web_replica_of_fleet = app.config.get("REDIS_URL") and app.config.get("ROLE") != "worker"
+    if app.config["LOAD_MODELS_AT_START"] and not web_replica_of_fleet:
         models.start()
     return app
+
+
+def _connect_redis_or_exit(app: Flask) -> None:
+    """Scale-out mode starts only against a reachable Redis that keeps nothing on disk."""
+    from .redis_connection import RedisRefused, init_app
+
+    try:
+        init_app(app)
+    except RedisRefused as exc:
+        log.critical("PrivaScan did not start: %s", exc)
+        raise SystemExit(f"PrivaScan did not start: {exc}") from None

@@ -30,7 +30,16 @@ def config_from_environment() -> dict:
     return {
         # A per-process key: sessions live in this process's memory only, so
         # they cannot outlive a restart anyway and nothing needs a stable key.
+        # Scale-out mode needs one key shared by all web replicas and workers
+        # (it wraps the session keys inside queued jobs), so it must be set.
         "SECRET_KEY": os.environ.get("PRIVASCAN_SECRET_KEY") or secrets.token_hex(32),
+        "SECRET_KEY_GENERATED": not os.environ.get("PRIVASCAN_SECRET_KEY"),
+        # Unset: the embedded store and worker (the default). Set (redis:// or
+        # rediss://, password or ACL user in the URL): scale-out mode.
+        "REDIS_URL": os.environ.get("PRIVASCAN_REDIS_URL") or None,
+        # Scale-out mode: a job a worker took but never acknowledged (it was
+        # killed) is handed to another worker after this many seconds.
+        "JOB_VISIBILITY_SECONDS": int(_number("PRIVASCAN_JOB_VISIBILITY_SECONDS", 600)),
         "MODEL": os.environ.get("PRIVASCAN_MODEL", "google/medsiglip-448"),
         "HF_TOKEN": os.environ.get("HF_TOKEN") or None,
         "DEMO_MODEL": _flag("PRIVASCAN_DEMO_MODEL"),

@@ -28,6 +28,10 @@ FRIENDLY = {
 }
 
 
+UNAVAILABLE = ("The service is unavailable for a moment (its session storage cannot be reached). "
+               "Please try again shortly.")
+
+
 def render_error(status: int, message: str):
     """The messages partial for HTMX requests, the full page otherwise."""
     if request.path.startswith("/api/"):
@@ -61,6 +65,29 @@ def init_app(app: Flask) -> None:
         if status == 503:
             headers["Retry-After"] = "30"
         return body, status, headers
+
+    from .store import StoreFull
+
+    @app.errorhandler(StoreFull)
+    def store_full(exc: StoreFull):
+        # Redis out of memory can surface in any write; same polite answer as the caps.
+        body, status, headers = render_error(exc.status, exc.message)
+        if status == 503:
+            headers["Retry-After"] = "30"
+        return body, status, headers
+
+    if app.config.get("REDIS_URL"):
+        import redis
+
+        @app.errorhandler(redis.exceptions.ConnectionError)
+        @app.errorhandler(redis.exceptions.TimeoutError)
+        def redis_unavailable(exc: Exception):
+            # Scale-out mode with Redis gone: say so, no traceback; the next
+            # request after Redis returns simply works (redis-py reconnects).
+            log.error("Redis unavailable on %s (%s)", request.endpoint, type(exc).__name__)
+            body, status, headers = render_error(503, UNAVAILABLE)
+            headers["Retry-After"] = "15"
+            return body, status, headers
 
     @app.errorhandler(Exception)
     def unexpected_error(exc: Exception):

@@ -39,6 +39,11 @@ class WorkerTimeout(Exception):
 
 
 def init_app(app: Flask) -> None:
+    if app.extensions.get("privascan_redis") is not None:
+        from . import remote_jobs
+
+        remote_jobs.init_app(app)  # scale-out mode: Celery workers instead of this process's thread
+        return
     worker = InferenceWorker(maxsize=app.config["QUEUE_SIZE"])
     app.extensions["privascan_worker"] = worker
     worker.start()
@@ -76,16 +81,17 @@ def queue_position(store_id: str, photo_id: str) -> int | None:
 def queue_analysis(data: SessionData, photo: Photo, settings: dict) -> int:
     """Queue a photo's full analysis (scores and heatmap); returns its position."""
     clinical_app = ready_clinical_app(settings)
+    # data.secret: scale-out mode's session key, reaching the worker only inside this job (None embedded).
     work = partial(_analyse_stored_photo, current_app._get_current_object(), data.id, photo.id,
-                   clinical_app.name, settings.get("template_set"))
+                   clinical_app.name, settings.get("template_set"), data.secret)
     store = current_app.extensions["privascan_store"]
     before = {"state": photo.state, "stage": photo.stage, "error": photo.error}
     # Marked queued before it can start: the worker's "running" and "done" always come after.
-    store.update_photo(data.id, photo.id, state="queued", stage="", error="")
+    store.update_photo(data.id, photo.id, secret=data.secret, state="queued", stage="", error="")
     try:
         handle = _worker().submit(Job(photo_job_key(data.id, photo.id), work))
     except QueueFull:
-        store.update_photo(data.id, photo.id, **before)
+        store.update_photo(data.id, photo.id, secret=data.secret, **before)
         raise
     return handle.position() or 1
 
@@ -93,20 +99,21 @@ def queue_analysis(data: SessionData, photo: Photo, settings: dict) -> int:
 def queue_extra_heatmap(data: SessionData, photo: Photo, settings: dict, condition_id: str) -> int:
     """Queue a heatmap for another condition of an analysed photo; returns its position."""
     clinical_app = ready_clinical_app(settings)
-    work = partial(_explain_stored_photo, current_app._get_current_object(), data.id, photo.id, condition_id)
+    work = partial(_explain_stored_photo, current_app._get_current_object(), data.id, photo.id, condition_id, data.secret)
     handle = _worker().submit(Job(photo_job_key(data.id, photo.id, f"explain:{condition_id}"), work))
     del clinical_app  # only checked: the heatmap follows the result's own modality
     return handle.position() or 1
 
 
-def _analyse_stored_photo(app: Flask, store_id: str, photo_id: str, app_name: str, template_set_id: str | None) -> None:
+def _analyse_stored_photo(app: Flask, store_id: str, photo_id: str, app_name: str, template_set_id: str | None,
+                          secret: bytes | None = None) -> None:
     """Runs on the worker: the photo is read from the store, the result written back if the photo still exists."""
     store = app.extensions["privascan_store"]
     registry: Registry = app.extensions["privascan_registry"]
-    photo = store.get_photo(store_id, photo_id, touch=False)
+    photo = store.get_photo(store_id, photo_id, touch=False, secret=secret)
     if photo is None:  # deleted (or its session ended) while it waited
         return
-    update = partial(store.update_photo, store_id, photo_id)
+    update = partial(store.update_photo, store_id, photo_id, secret=secret)
     try:
         update(state="running", stage="starting")
         result = analyse_image(
@@ -118,13 +125,13 @@ def _analyse_stored_photo(app: Flask, store_id: str, photo_id: str, app_name: st
         _report_failure(update)
 
 
-def _explain_stored_photo(app: Flask, store_id: str, photo_id: str, condition_id: str) -> None:
+def _explain_stored_photo(app: Flask, store_id: str, photo_id: str, condition_id: str, secret: bytes | None = None) -> None:
     store = app.extensions["privascan_store"]
     registry: Registry = app.extensions["privascan_registry"]
-    photo = store.get_photo(store_id, photo_id, touch=False)
+    photo = store.get_photo(store_id, photo_id, touch=False, secret=secret)
     if photo is None or photo.result is None:
         return
-    update = partial(store.update_photo, store_id, photo_id)
+    update = partial(store.update_photo, store_id, photo_id, secret=secret)
     try:
         result: AnalysisResult = photo.result
         heatmap = explain_condition(open_clean(photo.jpeg), result, condition_id, registry.app(result.app_name), registry)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import secrets
 import threading
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -225,9 +226,23 @@ class LiveState:
         self.last_crop_at = ""
         self.last_template_set = ""
         self._numbers = 0
+        self.run_id = secrets.token_hex(8)  # tells a restarted scan from this one across replicas
         self._lock = threading.RLock()
         # Held while one of this session's frames (or heatmaps) is being
         # analysed; a second one is refused, never queued.
+        self.frame_lock = threading.Lock()
+        self.explain_lock = threading.Lock()
+
+    def __getstate__(self) -> dict:
+        """Scale-out mode keeps the state in Redis (sealed); locks do not travel, the store attaches shared ones."""
+        state = self.__dict__.copy()
+        for name in ("_lock", "frame_lock", "explain_lock"):
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
         self.frame_lock = threading.Lock()
         self.explain_lock = threading.Lock()
 

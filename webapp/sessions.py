@@ -7,6 +7,11 @@ flask-session falls back to a cache on disk. A plain ``SimpleCache`` evicts
 the least recently active entries once it holds more than its threshold, so a
 flood of cookie-less requests could log everyone else out; ``VisitorCache``
 refuses newcomers instead, and they are told the server is busy.
+
+Scale-out mode (``PRIVASCAN_REDIS_URL``): flask-session's Redis backend holds
+that small dict instead, and ``webapp.redis_store`` the bytes, sealed with a
+per-session key that lives only in the browser's second HttpOnly cookie
+(``privascan_key``); any web replica can then serve any request.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from flask import Flask, abort, current_app, g, request, session
 from flask_session import Session
 from htmx_flask.requests import HtmxAwareRequest
 
+from .session_crypto import KEY_COOKIE, key_from_cookie, key_to_cookie
 from .store import SessionData, SessionStore
 
 SWEEP_EVERY_SECONDS = 30
@@ -73,19 +79,14 @@ class VisitorCache(SimpleCache):
 
 def init_app(app: Flask) -> None:
     idle = dt.timedelta(minutes=app.config["SESSION_IDLE_MINUTES"])
-    visitors = max(app.config.get("MAX_VISITORS", 10_000), app.config["MAX_SESSIONS"])
     app.config.update(
-        SESSION_TYPE="cachelib",
-        SESSION_CACHELIB=VisitorCache(threshold=visitors, default_timeout=int(idle.total_seconds())),
         SESSION_PERMANENT=True,
         PERMANENT_SESSION_LIFETIME=idle,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_NAME="privascan_session",
     )
-    Session(app)
-    app.request_class = InMemoryRequest
-    app.extensions["privascan_store"] = SessionStore(
+    caps = dict(
         idle_seconds=idle.total_seconds(),
         lifetime_seconds=app.config["SESSION_LIFETIME_HOURS"] * 3600,
         max_sessions=app.config["MAX_SESSIONS"],
@@ -93,9 +94,33 @@ def init_app(app: Flask) -> None:
         max_bytes=app.config["MAX_SESSION_BYTES"],
         max_total_bytes=app.config.get("MAX_TOTAL_BYTES"),
     )
+    client = app.extensions.get("privascan_redis")
+    if client is not None:
+        from .redis_store import PREFIX, RedisSessionStore
+
+        # Redis's maxmemory bounds everyone together; MAX_SESSIONS bounds the stores.
+        app.config.update(SESSION_TYPE="redis", SESSION_REDIS=client, SESSION_KEY_PREFIX=PREFIX + "session:")
+        store = RedisSessionStore(client, **caps)
+        Session(app)
+        from .redis_sessions import OutageAwareRedisSessionInterface
+
+        app.session_interface = OutageAwareRedisSessionInterface(
+            app, client=client, key_prefix=PREFIX + "session:", use_signer=False, permanent=True,
+        )
+    else:
+        visitors = max(app.config.get("MAX_VISITORS", 10_000), app.config["MAX_SESSIONS"])
+        app.config.update(
+            SESSION_TYPE="cachelib",
+            SESSION_CACHELIB=VisitorCache(threshold=visitors, default_timeout=int(idle.total_seconds())),
+        )
+        store = SessionStore(**caps)
+        Session(app)
+    app.request_class = InMemoryRequest
+    app.extensions["privascan_store"] = store
     app.extensions["privascan_sweeper"] = _Sweeper(app)
     app.before_request(_load_session)
     app.before_request(_check_csrf)
+    app.after_request(_keep_session_key_cookie)
     app.context_processor(lambda: {"csrf_token": csrf_token()})
 
 
@@ -107,7 +132,9 @@ def sweep_expired(app: Flask) -> int:
     """Delete expired stores and the expired entries of the session cache."""
     store = app.extensions["privascan_store"]
     deleted = store.sweep()
-    cache = app.config["SESSION_CACHELIB"]
+    cache = app.config.get("SESSION_CACHELIB")
+    if cache is None:  # Redis: its TTLs delete expired session dicts themselves
+        return deleted
     # SimpleCache only drops expired entries once it is over its threshold;
     # remove them now so nothing of an ended session lingers. Same clock as
     # the store (both are wall time), so tests can move both at once.
@@ -135,13 +162,19 @@ class _Sweeper:
 
 def _load_session() -> None:
     """Attach this browser's store (if any) to ``g``; note when an old session ended."""
+    # /healthz and /readyz answer for themselves (readiness says Redis is away).
+    if g.get("redis_unavailable") and request.endpoint != "static" and request.blueprint != "health":
+        from .errors import UNAVAILABLE
+
+        abort(503, description=UNAVAILABLE)
     current_app.extensions["privascan_sweeper"].maybe_sweep()
+    visitors = current_app.config.get("SESSION_CACHELIB")
     if not session and request.endpoint != "static" and request.blueprint != "api" \
-            and current_app.config["SESSION_CACHELIB"].is_full():
+            and visitors is not None and visitors.is_full():
         # A newcomer while the visitor table is full: nobody else is evicted.
         abort(503, description="The server is serving as many people as it can. Please try again in a few minutes.")
     store = get_store()
-    data = store.get(session.get("store_id"))
+    data = store.get(session.get("store_id"), secret=key_from_cookie(request.cookies.get(KEY_COOKIE)))
     started = session.get("started", 0)
     if data is None and session.get("store_id"):
         g.session_ended = True
@@ -165,7 +198,22 @@ def current_data(create: bool = False) -> SessionData | None:
         session["store_id"] = data.id
         session["started"] = time.time()
         g.store_data = data
+        g.new_session_key = data.secret
     return data
+
+
+def _keep_session_key_cookie(response):
+    """Scale-out mode: hand a new session's key to the browser; drop it once the session is gone."""
+    new_key = g.get("new_session_key")
+    config = current_app.config
+    if new_key:
+        response.set_cookie(
+            KEY_COOKIE, key_to_cookie(new_key), max_age=int(config["SESSION_LIFETIME_HOURS"] * 3600),
+            httponly=True, secure=config["SESSION_COOKIE_SECURE"], samesite="Lax", path="/",
+        )
+    elif request.cookies.get(KEY_COOKIE) and not session.get("store_id"):
+        response.delete_cookie(KEY_COOKIE, path="/", httponly=True, secure=config["SESSION_COOKIE_SECURE"], samesite="Lax")
+    return response
 
 
 def csrf_token() -> str:

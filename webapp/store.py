@@ -59,6 +59,9 @@ class SessionData:
     last_seen: float
     photos: OrderedDict[str, Photo] = field(default_factory=OrderedDict)
     live: Any = None  # webapp.live.LiveState while a live scan has been started
+    # Scale-out mode only: the key this session's values are sealed with in
+    # Redis (the browser holds it); None in the embedded store.
+    secret: bytes | None = None
 
     @property
     def size_bytes(self) -> int:
@@ -101,8 +104,12 @@ class SessionStore:
             self._sessions[data.id] = data
             return data
 
-    def get(self, store_id: str | None, touch: bool = True) -> SessionData | None:
-        """The live session with this id, or None (unknown, deleted or expired)."""
+    def get(self, store_id: str | None, touch: bool = True, secret: bytes | None = None) -> SessionData | None:
+        """The live session with this id, or None (unknown, deleted or expired).
+
+        ``secret`` is for the Redis store's interface (the session's key); here
+        the data never leaves this process, so it is not sealed.
+        """
         if not store_id:
             return None
         with self._lock:
@@ -167,7 +174,7 @@ class SessionStore:
         with self._lock:
             return next((p for p in data.photos.values() if p.digest == digest), None)
 
-    def get_photo(self, store_id: str | None, photo_id: str, touch: bool = True) -> Photo | None:
+    def get_photo(self, store_id: str | None, photo_id: str, touch: bool = True, secret: bytes | None = None) -> Photo | None:
         data = self.get(store_id, touch=touch)
         if data is None:
             return None
@@ -178,7 +185,7 @@ class SessionStore:
         with self._lock:
             return data.photos.pop(photo_id, None) is not None
 
-    def update_photo(self, store_id: str, photo_id: str, **changes: Any) -> bool:
+    def update_photo(self, store_id: str, photo_id: str, secret: bytes | None = None, **changes: Any) -> bool:
         """Set fields of a photo if its session and the photo still exist (a worker's write-back)."""
         with self._lock:
             data = self._sessions.get(store_id)
@@ -188,3 +195,12 @@ class SessionStore:
             for key, value in changes.items():
                 setattr(photo, key, value)
             return True
+
+    # -- live scan ------------------------------------------------------------
+    def save_live(self, data: SessionData) -> None:
+        """Nothing to do: this store holds the LiveState object itself (the Redis store writes it back)."""
+
+    def live_is_current(self, data: SessionData, live) -> bool:
+        """Whether ``live`` is still the session's scan (not cleared or restarted meanwhile)."""
+        with self._lock:
+            return data.id in self._sessions and data.live is live

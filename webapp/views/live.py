@@ -21,7 +21,7 @@ from flask import Blueprint, Response, abort, current_app, render_template, requ
 from ..images import ImageRejected, safe_decode
 from ..jobs import NotReady, QueueFull, WorkerTimeout, analyse_live_frame, explain_live_crop, ready_clinical_app
 from ..live import LiveState, Smoothing, effective_thresholds, frame_rows, frame_timings, log_csv, log_json
-from ..sessions import current_data
+from ..sessions import current_data, get_store
 from ..store import StoreFull
 from .common import bank_for, clinical_app, settings
 
@@ -101,6 +101,7 @@ def start():
         data.live = LiveState(chosen.name, _smoothing(), log_limit=int(current_app.config["LIVE_LOG_LIMIT"]))
     else:
         live.restart()
+    get_store().save_live(data)  # scale-out mode keeps it in Redis for every replica
     return render_template("partials/live_frame.html", **_context())
 
 
@@ -139,13 +140,14 @@ def frame():
             abort(503, description=exc.message)
         finally:
             del image  # the frame itself is gone once it has been analysed
-        if data.live is not live:  # the session was cleared while the frame was analysed
+        if not get_store().live_is_current(data, live):  # the session was cleared while the frame was analysed
             abort(410, description=ENDED)
         bank = bank_for(chosen)
         thresholds = _thresholds(bank)
         probabilities, view = analysis.probabilities, analysis.view
         raised = live.observe(probabilities, bank, thresholds)
         live.keep_crop(analysis.crop_jpeg, analysis.result.template_set_id)
+        get_store().save_live(data)  # scale-out mode: the next frame may reach another replica
         seconds = {"decode": decoded - received, "waiting": analysis.started - decoded, **analysis.result.timings}
         del analysis
         for alert in raised:
@@ -263,4 +265,5 @@ def clear_log():
     data = current_data()
     if data is not None and data.live is not None:
         data.live.clear_log()
+        get_store().save_live(data)
     return _render("partials/live_log.html", [("info", "The alert log of this session was deleted.")])

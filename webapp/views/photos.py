@@ -125,7 +125,9 @@ def change_date(photo_id: str):
         abort(400, description="Please enter a date as year-month-day.")
     if new_date > dt.date.today() + dt.timedelta(days=1) or new_date.year < 1900:
         abort(400, description="That date is in the future or too far in the past.")
-    photo.taken_on, photo.date_source = new_date, "set by you"
+    data = current_data()
+    get_store().update_photo(data.id, photo.id, secret=data.secret, taken_on=new_date, date_source="set by you")
+    photo.taken_on, photo.date_source = new_date, "set by you"  # this request's copy (the Redis store's is separate)
     return render("partials/timeline.html", [("info", f"Moved “{photo.name}” to {new_date:%d %B %Y}.")])
 
 
