@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("new_plugin", "evaluate", "analyze", "train_detector")
+COMMANDS = ("new_plugin", "evaluate", "adapt", "analyze", "train_detector")
 
 
 def build_parser() -> argparse.ArgumentParser:
