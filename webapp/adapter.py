@@ -257,6 +257,30 @@ def load_adapter(path: str | Path) -> Adapter:
     return Adapter(conditions=tuple(conditions), weight=weight, bias=bias, header=header, **identity)
 
 
+def install_adapter(registry, config: dict) -> Adapter | None:
+    """Load ``config["ADAPTER"]`` (PRIVASCAN_ADAPTER) into ``registry.adapters``, refusing a mismatched one.
+
+    Called at start-up, after the banks (and their overrides) are registered:
+    an adapter for another model fingerprint or bank hash stops start-up with
+    a message, as a bad bank-overrides file does, rather than scoring wrongly.
+    """
+    from .fingerprint import model_fingerprint
+
+    path = config.get("ADAPTER")
+    if not path:
+        return None
+    adapter = load_adapter(path)
+    where = f"adapter {Path(path).expanduser()}"
+    if adapter.bank not in registry.banks:
+        raise AdapterError(
+            f"{where} was fitted for bank '{adapter.bank}', which no installed plugin provides "
+            f"(banks: {', '.join(sorted(registry.banks))})"
+        )
+    adapter.check_matches(model_fingerprint(config["MODEL"]), registry.banks[adapter.bank], where)
+    registry.adapters[adapter.bank] = adapter
+    return adapter
+
+
 # ------------------------------------------------------------------ TOML writing
 # The header is a few flat tables of strings, numbers and lists; tomllib only
 # reads, so this small writer covers exactly those types (and round-trips).

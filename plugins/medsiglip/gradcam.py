@@ -58,15 +58,21 @@ def _bank_head_module():
     class BankLogits(torch.nn.Module):
         """pixel_values -> logits over the bank, exactly as ``MedSigLIPClassifier.classify`` computes them."""
 
-        def __init__(self, classifier: MedSigLIPClassifier, text_embeddings: torch.Tensor):
+        def __init__(self, classifier: MedSigLIPClassifier, text_embeddings: torch.Tensor, adapter=None):
             super().__init__()
             self.vision_model = classifier.vision_model
             self._classifier = classifier
             self._text = text_embeddings
+            self._adapter = adapter
             self.similarities: torch.Tensor | None = None
 
         def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
             features = self.vision_model(pixel_values=pixel_values).pooler_output
+            if self._adapter is not None:
+                # A clinic's adapter scores the same pooled features: the heatmap explains its logit.
+                logits = self._adapter.torch_logits(features)
+                self.similarities = torch.full_like(logits, float("nan")).detach()
+                return logits
             logits, similarities = self._classifier.logits_from_image_features(features, self._text)
             self.similarities = similarities.detach()
             return logits
@@ -96,6 +102,7 @@ class MedSigLIPGradCAM:
     """Grad-CAM on MedSigLIP's last vision layer, for a condition of the bank."""
 
     name = "medsiglip-gradcam"
+    supports_adapter = True  # explain(..., adapter=) explains an adapter's logit (webapp/adapter.py)
 
     def load(self) -> None:
         """Import pytorch-grad-cam at start-up: its matplotlib import creates cache folders once,
@@ -109,19 +116,28 @@ class MedSigLIPGradCAM:
         bank: PromptBank,
         template_set: TemplateSet,
         condition_id: str | None = None,
+        adapter=None,
     ) -> Explanation:
-        """Classify and explain in one pass; ``None`` targets that pass's top condition."""
+        """Classify and explain in one pass; ``None`` targets that pass's top condition.
+
+        With ``adapter`` (``webapp.adapter.Adapter``) the logits are the adapter's,
+        over its conditions, and the heatmap explains the adapter's logit.
+        """
         import torch
         from pytorch_grad_cam import GradCAM
 
         if not isinstance(classifier, MedSigLIPClassifier):
             raise TypeError(f"{self.name} explains MedSigLIP classifiers, not {type(classifier).__name__}")
-        condition_ids = [condition.id for condition in bank.conditions]
+        if adapter is not None:
+            condition_ids = list(adapter.conditions)
+            text = None
+        else:
+            condition_ids = [condition.id for condition in bank.conditions]
+            text = classifier.text_embeddings(bank, template_set)
         index = None if condition_id is None else condition_ids.index(bank.condition(condition_id).id)
-        text = classifier.text_embeddings(bank, template_set)
         vision_model = classifier.vision_model
         freeze_for_gradcam(vision_model)
-        head = _bank_head_module()(classifier, text)
+        head = _bank_head_module()(classifier, text, adapter)
         pixels = classifier.pixel_values(crop)  # the very tensor classify() scores
         target = RecordLogitsTarget(index)
         cam = GradCAM(
