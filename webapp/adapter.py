@@ -277,6 +277,13 @@ def install_adapter(registry, config: dict) -> Adapter | None:
             f"(banks: {', '.join(sorted(registry.banks))})"
         )
     adapter.check_matches(model_fingerprint(config["MODEL"]), registry.banks[adapter.bank], where)
+    for clinical_app in registry.apps.values():
+        classifier = registry.classifiers.get(clinical_app.classifier)
+        if clinical_app.bank == adapter.bank and not callable(getattr(classifier, "embed_crops", None)):
+            raise AdapterError(
+                f"{where}: the {clinical_app.name} app's classifier {clinical_app.classifier} exposes no image "
+                "embeddings, so an adapter cannot score for it"
+            )
     registry.adapters[adapter.bank] = adapter
     return adapter
 
