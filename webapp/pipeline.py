@@ -1,9 +1,11 @@
-"""Analyse one photo: locate, crop, classify (and explain) in one pass.
+"""Every image stage: locate, crop, classify (and explain), for photos and live frames.
 
 The pipeline knows the stages, not the models: it reaches the detector,
 classifier and explainer only through the registry the plugins filled. It is
-used by the inference worker, the JSON API and the benchmark alike, so the
-figures the benchmark prints are those of the product's own path.
+used by the inference worker (photos, API images, live frames, extra
+heatmaps), the command line and the benchmark alike, so the figures the
+benchmark prints are those of the product's own path. Views never run a
+stage themselves: they hand one of these functions to ``webapp.jobs``.
 """
 
 from __future__ import annotations
@@ -16,13 +18,23 @@ from typing import Callable
 from PIL import Image
 
 from .cropping import square_crop
-from .images import MIN_ANALYSABLE_SIDE, encode_jpeg
-from .interfaces import Box, ClinicalApp, Detection, Scores
+from .images import MIN_ANALYSABLE_SIDE, encode_jpeg, open_clean
+from .interfaces import Box, ClinicalApp, Detection, PromptBank, Scores, TemplateSet
 from .interpret import interpret
 from .plugins import Registry
 from .render import heatmap_overlay_png
 
-CROP_SIZE = 448
+
+def resolve_template_set(bank: PromptBank, template_set_id: str | None) -> TemplateSet:
+    """The bank's template set of that id; its default for None or an id it does not have
+    (a session's choice made under another modality)."""
+    known = {template_set.id for template_set in bank.template_sets}
+    return bank.template_set(template_set_id if template_set_id in known else None)
+
+
+def crop_size(clinical_app: ClinicalApp, registry: Registry) -> int:
+    """The side of the square the classifier sees (its ``input_size``)."""
+    return int(registry.classifiers[clinical_app.classifier].input_size)
 
 
 @dataclass
@@ -33,15 +45,36 @@ class AnalysisResult:
     scores: Scores | None  # None when the photo could not be analysed
     detection: Detection | None
     crop_region: Box | None
+    # The detector that ran (None: the modality has none, or the photo was too small to try).
+    detector_name: str | None = None
     crop_jpeg: bytes = b""
     heatmap_png: bytes = b""
     heatmap_condition_id: str = ""
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    # The clinic's adapter that produced ``scores`` (its ``Adapter.as_dict()``), or None for zero-shot;
+    # with one, ``zero_shot_scores`` are the same embedding's zero-shot scores, for comparison.
+    adapter: dict | None = None
+    zero_shot_scores: Scores | None = None
 
     @property
     def analysed(self) -> bool:
         return self.scores is not None
+
+    def scores_for(self, use_adapter: bool = True) -> Scores | None:
+        """The adapter's scores, or (``use_adapter=False``) the zero-shot ones of the same pass."""
+        if not use_adapter and self.zero_shot_scores is not None:
+            return self.zero_shot_scores
+        return self.scores
+
+    def adapter_used(self, use_adapter: bool = True) -> dict | None:
+        """The adapter that scored what ``scores_for(use_adapter)`` returns, or None (zero-shot)."""
+        return self.adapter if use_adapter else None
+
+    @property
+    def nothing_located(self) -> bool:
+        """A detector ran and found nothing, so the whole photo was classified."""
+        return self.detector_name is not None and self.detection is None
 
     @property
     def size_bytes(self) -> int:
@@ -71,16 +104,24 @@ class Stopwatch:
 
 def analyse_image(
     image: Image.Image,
-    app: ClinicalApp,
+    clinical_app: ClinicalApp,
     registry: Registry,
     template_set_id: str | None = None,
     explain: bool = True,
     on_stage: Callable[[str], None] | None = None,
+    use_adapter: bool = True,
 ) -> AnalysisResult:
-    bank = registry.banks[app.bank]
-    template_set = bank.template_set(template_set_id if template_set_id in {t.id for t in bank.template_sets} else None)
+    """One photo from pixels to scores (and a heatmap of the top condition when ``explain``).
+
+    With a clinic's adapter installed for the bank (``registry.adapters``) and
+    ``use_adapter``, the adapter scores the crop's embedding and the same
+    pass's zero-shot scores are kept beside them.
+    """
+    bank = registry.banks[clinical_app.bank]
+    adapter = registry.adapters.get(bank.name) if use_adapter else None
+    template_set = resolve_template_set(bank, template_set_id)
     clock = Stopwatch(on_stage)
-    result = AnalysisResult(app.name, template_set.id, image.size, None, None, None)
+    result = AnalysisResult(clinical_app.name, template_set.id, image.size, None, None, None)
 
     if min(image.size) < MIN_ANALYSABLE_SIDE:
         result.notes.append(
@@ -90,32 +131,46 @@ def analyse_image(
         return result
 
     detection = None
-    if app.detector:
-        with clock.stage("localize", f"finding the {app.subject}"):
-            detection = registry.detectors[app.detector].locate(image)
+    if clinical_app.detector:
+        result.detector_name = clinical_app.detector
+        with clock.stage("localize", f"finding the {clinical_app.subject}"):
+            detection = registry.detectors[clinical_app.detector].locate(image)
         if detection is None:
             result.notes.append(
-                f"No {app.subject} could be located, so the whole photo was analysed. "
+                f"No {clinical_app.subject} could be located, so the whole photo was analysed. "
                 "Treat this result with extra caution: it may not describe any particular spot."
             )
     result.detection = detection
 
     with clock.stage("crop", "cropping"):
-        crop, region = square_crop(image, detection.box if detection else None, size=CROP_SIZE)
+        crop, region = square_crop(image, detection.box if detection else None, size=crop_size(clinical_app, registry))
     result.crop_region = region
 
-    classifier = registry.classifiers[app.classifier]
-    explainer = registry.explainers.get(app.explainer) if (explain and app.explainer) else None
+    classifier = registry.classifiers[clinical_app.classifier]
+    explainer = registry.explainers.get(clinical_app.explainer) if (explain and clinical_app.explainer) else None
     if explainer is not None:
         with clock.stage("classify_and_explain", "classifying and explaining"):
-            explanation = explainer.explain(classifier, crop, bank, template_set, None)
+            explanation = _explain(explainer, classifier, crop, bank, template_set, None, adapter)
         result.scores = explanation.scores
+        result.zero_shot_scores = explanation.zero_shot_scores
+        if adapter is not None and result.zero_shot_scores is None:
+            # An explainer that cannot explain an adapter: its heatmap and scores are zero-shot,
+            # and the adapter scores the same crop from a second vision pass.
+            result.zero_shot_scores = explanation.scores
+            with clock.stage("adapter", "scoring with the clinic's adapter"):
+                result.scores = _adapter_scores(classifier, crop, adapter)
         result.heatmap_condition_id = explanation.condition_id
         with clock.stage("render", "drawing the heatmap"):
             result.heatmap_png = heatmap_overlay_png(crop, explanation.heatmap)
+    elif adapter is not None:
+        with clock.stage("classify", "classifying"):
+            features = classifier.embed_crops([crop])
+            result.zero_shot_scores = classifier.scores_from_embeddings(features, bank, template_set)[0]
+            result.scores = adapter.scores(_numpy(features))[0]
     else:
         with clock.stage("classify", "classifying"):
             result.scores = classifier.classify(crop, bank, template_set)
+    result.adapter = adapter.as_dict() if adapter is not None else None
 
     with clock.stage("encode", "finishing"):
         result.crop_jpeg = encode_jpeg(crop, quality=90)
@@ -123,22 +178,115 @@ def analyse_image(
     return result
 
 
+def _explain(explainer, classifier, crop, bank, template_set, condition_id, adapter):
+    """The explainer's pass, through the adapter when there is one and the explainer can follow it."""
+    if adapter is not None and getattr(explainer, "supports_adapter", False):
+        return explainer.explain(classifier, crop, bank, template_set, condition_id, adapter=adapter)
+    return explainer.explain(classifier, crop, bank, template_set, condition_id)
+
+
+def _numpy(features):
+    return features.detach().to("cpu").double().numpy() if hasattr(features, "detach") else features
+
+
+def _adapter_scores(classifier, crop, adapter) -> Scores:
+    return adapter.scores(_numpy(classifier.embed_crops([crop])))[0]
+
+
+@dataclass
+class Heatmap:
+    """An extra heatmap: the overlay PNG, the condition it explains and that condition's probability."""
+
+    png: bytes
+    condition_id: str
+    probability: float
+
+
+def explain_crop(
+    crop: Image.Image,
+    template_set_id: str | None,
+    condition_id: str | None,
+    clinical_app: ClinicalApp,
+    registry: Registry,
+    use_adapter: bool = True,
+) -> Heatmap:
+    """Grad-CAM on exactly this crop for ``condition_id`` (None: the top condition of the same pass).
+
+    The clinic's adapter's logit is explained when one is installed, ``use_adapter``
+    and it scores that condition; otherwise the zero-shot logit.
+    """
+    bank = registry.banks[clinical_app.bank]
+    explainer = registry.explainers[clinical_app.explainer]
+    adapter = registry.adapters.get(bank.name) if use_adapter else None
+    if adapter is not None and condition_id is not None and condition_id not in adapter.conditions:
+        adapter = None
+    explanation = _explain(
+        explainer, registry.classifiers[clinical_app.classifier], crop, bank,
+        resolve_template_set(bank, template_set_id), condition_id, adapter,
+    )
+    scores = explanation.scores
+    probability = float(scores.probabilities[scores.condition_ids.index(explanation.condition_id)])
+    return Heatmap(heatmap_overlay_png(crop, explanation.heatmap), explanation.condition_id, probability)
+
+
 def explain_condition(
-    image: Image.Image, result: AnalysisResult, condition_id: str, app: ClinicalApp, registry: Registry
-) -> bytes:
-    """A heatmap for another condition, on exactly the crop the result was computed on."""
-    bank = registry.banks[app.bank]
-    template_set = bank.template_set(result.template_set_id)
-    crop, _ = square_crop(image, result.detection.box if result.detection else None, size=CROP_SIZE)
-    explainer = registry.explainers[app.explainer]
-    explanation = explainer.explain(registry.classifiers[app.classifier], crop, bank, template_set, condition_id)
-    return heatmap_overlay_png(crop, explanation.heatmap)
+    image: Image.Image, result: AnalysisResult, condition_id: str, clinical_app: ClinicalApp, registry: Registry,
+    use_adapter: bool = True,
+) -> Heatmap:
+    """A heatmap for another condition of a photo's result, on exactly the crop the result was computed on."""
+    crop, _ = square_crop(image, result.detection.box if result.detection else None, size=crop_size(clinical_app, registry))
+    return explain_crop(crop, result.template_set_id, condition_id, clinical_app, registry, use_adapter=use_adapter and result.adapter is not None)
 
 
-def read(result: AnalysisResult, bank, rules=None):
-    """Interpret a result's stored scores; a photo whose finding was not located never reads as confident."""
-    reading = interpret(result.scores, bank, rules)
-    if result.detection is None and result.notes:
+@dataclass
+class FrameAnalysis:
+    """One live frame's analysis: what was in view, and the scores and crop when a finding was."""
+
+    result: AnalysisResult
+    view: str  # "finding", "nothing" (the detector found nothing) or "too-small"
+    started: float  # perf_counter when the worker began it (the frame's wait is measured against it)
+
+    @property
+    def probabilities(self) -> dict[str, float] | None:
+        """Condition id -> probability, only when a finding was in view."""
+        if self.view != "finding":
+            return None
+        return dict(zip(self.result.scores.condition_ids, map(float, self.result.scores.probabilities)))
+
+    @property
+    def crop_jpeg(self) -> bytes:
+        return self.result.crop_jpeg if self.view == "finding" else b""
+
+
+def analyse_frame(
+    image: Image.Image, template_set_id: str | None, clinical_app: ClinicalApp, registry: Registry
+) -> FrameAnalysis:
+    """A live camera frame: locate, crop and classify, no heatmap (that is asked for separately)."""
+    started = time.perf_counter()
+    result = analyse_image(image, clinical_app, registry, template_set_id=template_set_id, explain=False)
+    if not result.analysed:
+        view = "too-small"
+    elif result.nothing_located:
+        view = "nothing"
+    else:
+        view = "finding"
+    return FrameAnalysis(result, view, started)
+
+
+def explain_jpeg_crop(
+    crop_jpeg: bytes, template_set_id: str | None, condition_id: str | None, clinical_app: ClinicalApp, registry: Registry
+) -> Heatmap:
+    """``explain_crop`` for a crop kept as JPEG bytes (a live frame's last crop)."""
+    return explain_crop(open_clean(crop_jpeg), template_set_id, condition_id, clinical_app, registry)
+
+
+def read(result: AnalysisResult, bank, rules=None, use_adapter: bool = True):
+    """Interpret a result's stored scores; a photo whose finding was not located never reads as confident.
+
+    ``use_adapter=False`` reads the zero-shot scores of the same pass (the debug panel's switch).
+    """
+    reading = interpret(result.scores_for(use_adapter), bank, rules)
+    if result.nothing_located:
         fallback = (rules or bank.rules).fallback_confidence
         reading = dataclasses.replace(
             reading,

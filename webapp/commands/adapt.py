@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     progress = Progress(len(images), "embedding", args.quiet)
     try:
         outcomes = run_images(
-            images, mapping, runtime.app, runtime.registry, [Arm("A", bank, runtime.template_set, "")],
+            images, mapping, runtime.clinical_app, runtime.registry, [Arm("A", bank, runtime.template_set, "")],
             runtime.config["MAX_IMAGE_PIXELS"], progress.step, keep_embeddings=True,
         )
     except ValueError as exc:  # a classifier without embeddings
@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         template_set=runtime.template_set.id,
         fitted_at=datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
         header={
-            "app": runtime.app.name,
+            "app": runtime.clinical_app.name,
             "hyperparameters": fitted.hyperparameters,
             "split": {
                 "seed": args.seed,

@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     progress = Progress(len(dataset.images), "evaluating", args.quiet)
     try:
         outcomes = run_images(
-            dataset.images, mapping, runtime.app, runtime.registry, arms, runtime.config["MAX_IMAGE_PIXELS"], progress.step
+            dataset.images, mapping, runtime.clinical_app, runtime.registry, arms, runtime.config["MAX_IMAGE_PIXELS"], progress.step
         )
     except ValueError as exc:  # an adapter with a classifier that exposes no embeddings
         raise CommandError(str(exc)) from exc
@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
             overrides_text = _overrides_text(runtime, dataset, thresholds)
 
     settings = {
-        "app": runtime.app.name,
+        "app": runtime.clinical_app.name,
         "classifier": runtime.classifier.describe(),
         "localizer": runtime.localizer,
         "restrict_to_mapped": args.restrict_to_mapped,
@@ -216,7 +216,7 @@ def _adapter_test_images(dataset, mapping: dict[str, str], adapter, unseen: bool
 
 def _origin(runtime) -> str:
     overrides = runtime.config.get("BANK_OVERRIDES")
-    origin = f"the {runtime.app.name} app's bank"
+    origin = f"the {runtime.clinical_app.name} app's bank"
     return origin + (f", thresholds from {Path(overrides).name}" if overrides else "")
 
 

@@ -134,7 +134,7 @@ def run_images(
             except OSError as exc:
                 outcome.reason = f"could not be read ({exc.strerror or type(exc).__name__})"
                 continue
-            result = analyse_image(decoded.image, app, run_registry, first.template_set.id, explain=False)
+            result = analyse_image(decoded.image, app, run_registry, first.template_set.id, explain=False, use_adapter=False)
             if not result.analysed:
                 outcome.reason = " ".join(result.notes) or "not analysed"
                 continue

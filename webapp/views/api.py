@@ -6,7 +6,7 @@ import base64
 
 from flask import Blueprint, abort, current_app, request
 
-from ..analysis import NotReady, QueueFull, analyse_now
+from ..jobs import NotReady, QueueFull, WorkerTimeout, analyse_once
 from ..images import ImageRejected, safe_decode
 from ..pipeline import read
 from .common import bank_for
@@ -31,18 +31,23 @@ def analyze():
     del raw
     explain = request.args.get("explain") in {"1", "true", "yes"}
     try:
-        record, result = analyse_now(decoded.image, settings, explain)
-    except NotReady as exc:
+        clinical_app, result = analyse_once(decoded.image, settings, explain, float(current_app.config["API_TIMEOUT"]))
+    except (NotReady, QueueFull, WorkerTimeout) as exc:
         abort(503, description=exc.message)
-    except QueueFull as exc:
-        abort(503, description=exc.message)
-    return result_json(record, result, explain)
+    finally:
+        del decoded  # the image lives on only inside the job, which drops it
+    return result_json(clinical_app, result, explain)
 
 
 def _settings_from_query() -> dict:
     """``app`` and ``template_set`` from the query; a name that does not exist is a 400, never a silent default."""
     registry = current_app.extensions["privascan_registry"]
     settings = {key: request.args[key] for key in ("app", "template_set") if request.args.get(key)}
+    adapter = request.args.get("adapter", "1").strip().lower()
+    if adapter not in {"0", "1", "false", "true", "no", "yes", "off", "on"}:
+        abort(400, description="adapter must be 1 (use the clinic's adapter when one is installed, the default) or 0.")
+    if adapter in {"0", "false", "no", "off"}:
+        settings["adapter_off"] = True
     if "app" in settings and settings["app"] not in registry.apps:
         abort(400, description=f"Unknown app {settings['app']!r}; this server has: {', '.join(registry.apps)}.")
     bank = bank_for(registry.app(settings.get("app") or current_app.config["CLINICAL_APP"]))
@@ -52,14 +57,16 @@ def _settings_from_query() -> dict:
     return settings
 
 
-def result_json(record, result, explain: bool) -> dict:
+def result_json(clinical_app, result, explain: bool) -> dict:
     body = {
-        "app": record.name,
+        "app": clinical_app.name,
         "template_set": result.template_set_id,
         "image_size": list(result.image_size),
         "lesion_box": result.detection.box.as_list() if result.detection else None,
         "localizer": result.detection.method if result.detection else None,
         "notes": result.notes,
+        # Which scorer answered: the clinic's adapter ({id, method, conditions, fitted_at, template_set}) or null (zero-shot).
+        "adapter": result.adapter,
         "timings": result.timings,
         "conditions": [],
         "headline": None,
@@ -68,7 +75,7 @@ def result_json(record, result, explain: bool) -> dict:
     }
     if not result.analysed:
         return body
-    bank = bank_for(record)
+    bank = bank_for(clinical_app)
     reading = read(result, bank)
     body.update(
         conditions=[
