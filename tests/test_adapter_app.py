@@ -71,3 +71,89 @@ def test_matching_adapter_is_installed(adapter_file, tiny_model_dir):
         assert registry.adapters["dermatology"].adapter_id == load_adapter(adapter_file).adapter_id
     finally:
         app.extensions["privascan_worker"].stop()
+
+
+# ------------------------------------------------------------------ end to end
+
+
+@pytest.fixture(scope="module")
+def adapted_app(adapter_file, tiny_model_dir):
+    app = make_app(tiny_model_dir, ADAPTER=str(adapter_file))
+    yield app
+    app.extensions["privascan_worker"].stop()
+
+
+def held_out_photos():
+    """Photos of each kind the adapter never saw (seeds far from the training ones)."""
+    return [(kind, make_kind_photo(kind, 90_000 + 100 * k + n)) for k, kind in enumerate(LABELS) for n in range(3)]
+
+
+def test_api_answers_with_the_adapter_and_says_which(adapted_app, adapter_file):
+    client = adapted_app.test_client()
+    adapter = load_adapter(adapter_file)
+    right = 0
+    for kind, image in held_out_photos():
+        response = client.post("/api/analyze", data={"image": (io.BytesIO(png(image)), "x.png")})
+        assert response.status_code == 200
+        body = response.get_json()
+        assert body["adapter"] == {**adapter.as_dict()}
+        assert [c["id"] for c in body["conditions"]] and {c["id"] for c in body["conditions"]} == set(adapter.conditions)
+        right += body["headline"]["id"] == LABELS[kind]
+    print(f"API with adapter: {right} of 9 held-out photos right")
+    assert right >= 8
+
+    kind, image = held_out_photos()[0]
+    zero = client.post("/api/analyze?adapter=0&explain=1", data={"image": (io.BytesIO(png(image)), "x.png")}).get_json()
+    assert zero["adapter"] is None
+    assert len(zero["conditions"]) == len(adapted_app.extensions["privascan_registry"].banks["dermatology"].conditions)
+    explained = client.post("/api/analyze?explain=1", data={"image": (io.BytesIO(png(image)), "x.png")}).get_json()
+    assert explained["adapter"]["id"] == adapter.adapter_id
+    assert explained["heatmap_condition"] in adapter.conditions and explained["heatmap"].startswith("data:image/png;base64,")
+    bad = client.post("/api/analyze?adapter=maybe", data={"image": (io.BytesIO(png(image)), "x.png")})
+    assert bad.status_code == 400 and "adapter must be" in bad.get_json()["error"]
+
+
+def test_api_without_an_adapter_says_zero_shot(app, client):
+    kind, image = held_out_photos()[0]
+    body = client.post("/api/analyze", data={"image": (io.BytesIO(png(image)), "x.png")}).get_json()
+    assert body["adapter"] is None
+
+
+def test_page_shows_the_adapter_and_the_debug_switch_compares_with_zero_shot(adapted_app, adapter_file):
+    browser = Browser(adapted_app.test_client())
+    adapter = load_adapter(adapter_file)
+    kind, image = held_out_photos()[4]  # a square_red photo
+    browser.upload((png(image), "spot.png"))
+    photo_id = browser.photo_ids()[0]
+    assert browser.post(f"/photos/{photo_id}/analyze").status_code == 200
+    assert adapted_app.extensions["privascan_worker"].join_idle(120)
+    card = browser.get(f"/photos/{photo_id}/card").get_data(as_text=True)
+    assert 'data-scorer="adapter"' in card and adapter.adapter_id in card
+    assert "It knows only 3 conditions" in card
+    assert 'class="headline-label">Vascular lesion (cherry angioma)<' in card
+    assert card.count("<progress") == 3  # the adapter's conditions only
+    # the runner-up's heatmap goes through the adapter too
+    runner_up = re.search(r'/photos/[^/]+/explain/([a-z_]+)"', card).group(1)
+    assert runner_up in adapter.conditions
+    assert browser.post(f"/photos/{photo_id}/explain/{runner_up}").status_code == 200
+
+    page = browser.get("/?debug=1", htmx=False).get_data(as_text=True)
+    assert 'name="use_adapter"' in page and "checked" in page.split('name="use_adapter"')[1][:40]
+    switched = browser.post("/settings?debug=1", data={"adapter_switch": "1"})
+    assert switched.status_code == 200
+    card = browser.get(f"/photos/{photo_id}/card").get_data(as_text=True)
+    assert 'data-scorer="zero-shot"' in card and "switched off in the debug panel" in card
+    assert card.count("<progress") == len(adapted_app.extensions["privascan_registry"].banks["dermatology"].conditions)
+    browser.post("/settings?debug=1", data={"adapter_switch": "1", "use_adapter": "1"})
+    assert 'data-scorer="adapter"' in browser.get(f"/photos/{photo_id}/card").get_data(as_text=True)
+
+
+def test_page_without_an_adapter_says_zero_shot(app, browser):
+    kind, image = held_out_photos()[0]
+    browser.upload((png(image), "spot.png"))
+    photo_id = browser.photo_ids()[0]
+    browser.post(f"/photos/{photo_id}/analyze")
+    assert app.extensions["privascan_worker"].join_idle(120)
+    card = browser.get(f"/photos/{photo_id}/card").get_data(as_text=True)
+    assert "Zero-shot scores (no clinic adapter)" in card
+    assert 'name="use_adapter"' not in browser.get("/?debug=1", htmx=False).get_data(as_text=True)
