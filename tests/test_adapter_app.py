@@ -46,7 +46,7 @@ def png(image) -> bytes:
 
 
 def test_adapter_for_another_model_stops_start_up(adapter_file, tiny_model_dir, tmp_path):
-    other = dataclasses.replace(load_adapter(adapter_file), model_fingerprint="sha256:" + "0" * 64)
+    other = dataclasses.replace(load_adapter(adapter_file), model_fingerprint="local:" + "0" * 64)
     save_adapter(tmp_path / "other-model.safetensors", other)
     with pytest.raises(AdapterError, match="another model"):
         make_app(tiny_model_dir, ADAPTER=str(tmp_path / "other-model.safetensors"))

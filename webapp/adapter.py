@@ -257,6 +257,16 @@ def load_adapter(path: str | Path) -> Adapter:
     return Adapter(conditions=tuple(conditions), weight=weight, bias=bias, header=header, **identity)
 
 
+def fingerprint_for_check(model_id_or_path: str, where: str) -> str:
+    """The model's fingerprint, or an ``AdapterError`` saying why the adapter cannot be checked against it."""
+    from .fingerprint import FingerprintUnavailable, model_fingerprint
+
+    try:
+        return model_fingerprint(model_id_or_path)
+    except FingerprintUnavailable as exc:
+        raise AdapterError(f"{where} cannot be checked against the model: {exc}") from exc
+
+
 def install_adapter(registry, config: dict) -> Adapter | None:
     """Load ``config["ADAPTER"]`` (PRIVASCAN_ADAPTER) into ``registry.adapters``, refusing a mismatched one.
 
@@ -264,8 +274,6 @@ def install_adapter(registry, config: dict) -> Adapter | None:
     an adapter for another model fingerprint or bank hash stops start-up with
     a message, as a bad bank-overrides file does, rather than scoring wrongly.
     """
-    from .fingerprint import model_fingerprint
-
     path = config.get("ADAPTER")
     if not path:
         return None
@@ -276,7 +284,7 @@ def install_adapter(registry, config: dict) -> Adapter | None:
             f"{where} was fitted for bank '{adapter.bank}', which no installed plugin provides "
             f"(banks: {', '.join(sorted(registry.banks))})"
         )
-    adapter.check_matches(model_fingerprint(config["MODEL"]), registry.banks[adapter.bank], where)
+    adapter.check_matches(fingerprint_for_check(config["MODEL"], where), registry.banks[adapter.bank], where)
     for clinical_app in registry.apps.values():
         classifier = registry.classifiers.get(clinical_app.classifier)
         if clinical_app.bank == adapter.bank and not callable(getattr(classifier, "embed_crops", None)):

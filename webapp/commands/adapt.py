@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.adapting import TEST, fit_adapter, split_counts, split_images
     from ..evaluation.dataset import load_dataset, load_map_file, parse_map_arguments, resolve_mapping
     from ..evaluation.runner import Arm, run_images
-    from ..fingerprint import model_fingerprint
+    from ..fingerprint import FingerprintUnavailable, model_fingerprint
 
     out = Path(args.out).expanduser()
     if out.is_dir():
@@ -71,7 +71,10 @@ def run(args: argparse.Namespace) -> int:
     conditions = [mapping[image.label] for image in dataset.images]
     parts = split_images(conditions, args.test_split, args.validation_split, args.seed)
     classes = [c.id for c in bank.conditions if c.id in set(conditions)]
-    fingerprint = model_fingerprint(runtime.config["MODEL"])
+    try:
+        fingerprint = model_fingerprint(runtime.config["MODEL"])
+    except FingerprintUnavailable as exc:
+        raise CommandError(f"cannot identify the model's weights for the adapter's header: {exc}") from exc
 
     runtime.load_models(quiet=args.quiet)
     used = [i for i, part in enumerate(parts) if part != TEST]

@@ -176,11 +176,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _load_checked_adapter(path: str, runtime):
     """The adapter file, refused unless it was fitted for this model and this bank."""
-    from ..adapter import load_adapter
-    from ..fingerprint import model_fingerprint
+    from ..adapter import fingerprint_for_check, load_adapter
 
     adapter = load_adapter(path)
-    adapter.check_matches(model_fingerprint(runtime.config["MODEL"]), runtime.bank, f"adapter {Path(path).name}")
+    where = f"adapter {Path(path).name}"
+    adapter.check_matches(fingerprint_for_check(runtime.config["MODEL"], where), runtime.bank, where)
     return adapter
 
 

@@ -38,11 +38,10 @@ def reports_errors(prog: str) -> Callable:
         def wrapped(args) -> int:
             from ..adapter import AdapterError
             from ..evaluation.dataset import DatasetError
-            from ..fingerprint import FingerprintError
 
             try:
                 return handler(args)
-            except (CommandError, DatasetError, PromptBankError, BankOverridesError, AdapterError, FingerprintError) as exc:
+            except (CommandError, DatasetError, PromptBankError, BankOverridesError, AdapterError) as exc:
                 print(f"privascan {prog}: error: {exc}", file=sys.stderr)
                 return 2
 
