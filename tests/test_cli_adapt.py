@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
-from tests.synthetic import LESION_KINDS, make_kind_photo
+from tests.synthetic import make_kind_photo
 from webapp import cli
 from webapp.adapter import AdapterError, load_adapter, save_adapter
 from webapp.evaluation.adapting import split_images

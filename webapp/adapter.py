@@ -23,7 +23,6 @@ nothing half-written.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import math
 import os
@@ -126,10 +125,6 @@ class Adapter:
         """``Scores`` over the adapter's conditions (bank order), one per row of features."""
         logits = self.logits(features)
         return [scores_from_logits(list(self.conditions), row) for row in logits]
-
-    def restricted_bank(self, bank: PromptBank) -> PromptBank:
-        """The bank limited to the conditions the adapter scores: what its results are read against."""
-        return dataclasses.replace(bank, conditions=tuple(c for c in bank.conditions if c.id in set(self.conditions)))
 
     # -------------------------------------------------------------- checks
     def check_matches(self, model_fingerprint: str, bank: PromptBank, where: str = "the adapter") -> None:
