@@ -218,3 +218,15 @@ def test_split_gives_every_condition_a_place_in_each_part():
     with pytest.raises(DatasetError, match="too few"):
         split_images(["a", "a", "b", "b", "b"], 0.3, 0.5, seed=0)
     assert np.all(split_images(["a", "a", "b", "b"], 0.0, 0.5, 0) != "test")
+
+
+def test_a_failed_write_leaves_nothing_behind(fitted, tmp_path, monkeypatch):
+    adapter = load_adapter(fitted)
+
+    def refuse(source, target):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("webapp.adapter.os.replace", refuse)
+    with pytest.raises(OSError):
+        save_adapter(tmp_path / "clinic.adapter.safetensors", adapter)
+    assert list(tmp_path.iterdir()) == []  # neither the file nor its temporary sibling
