@@ -232,3 +232,39 @@ def make_plain_skin(
     if vignette:
         _vignette(rng, img)
     return _finish(rng, img)
+
+
+# Classes an adapter can learn and a random model cannot name: each kind has
+# its own colour and shape, on varied skin, position and size.
+LESION_KINDS: dict[str, tuple[str, tuple[int, int, int]]] = {
+    "round_brown": ("disc", (92, 56, 32)),
+    "square_red": ("square", (190, 40, 48)),
+    "triangle_blue": ("triangle", (52, 70, 150)),
+}
+
+
+def make_kind_photo(kind: str, rng_or_seed: np.random.Generator | int | None = 0, width: int = 200, height: int = 160) -> Image.Image:
+    """A skin photo with one lesion of ``kind`` (see ``LESION_KINDS``): its shape and colour say the class."""
+    rng = _rng(rng_or_seed)
+    shape, colour = LESION_KINDS[kind]
+    tone = list(SKIN_TONES)[int(rng.integers(0, 4))]
+    img = _skin(rng, width, height, tone)
+    side = min(width, height)
+    radius = rng.uniform(0.18, 0.28) * side
+    cx = rng.uniform(radius + 4, width - radius - 4)
+    cy = rng.uniform(radius + 4, height - radius - 4)
+    layer = Image.new("L", (width, height), 0)
+    draw = ImageDraw.Draw(layer)
+    if shape == "disc":
+        draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=255)
+    elif shape == "square":
+        draw.rectangle([cx - radius, cy - radius, cx + radius, cy + radius], fill=255)
+    else:
+        turn = rng.uniform(-0.3, 0.3)
+        points = [(cx + radius * math.cos(turn + a), cy + radius * math.sin(turn + a))
+                  for a in (-math.pi / 2, math.pi / 6, 5 * math.pi / 6)]
+        draw.polygon(points, fill=255)
+    mask = np.asarray(layer.filter(ImageFilter.GaussianBlur(1.0)), dtype=np.float32)[..., None] / 255.0
+    jitter = np.array(colour, dtype=np.float32) * rng.uniform(0.85, 1.15)
+    img[...] = img * (1 - mask) + jitter[None, None, :] * mask
+    return _finish(rng, img)

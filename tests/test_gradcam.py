@@ -119,3 +119,24 @@ def test_tokens_to_grid_keeps_token_order():
     grid = tokens_to_grid(tokens)
     assert grid.shape == (2, 3, 32, 32)
     assert torch.equal(grid[1, 2, 0, 1], tokens[1, 1, 2]) and torch.equal(grid[0, 0, 1, 0], tokens[0, 32, 0])
+
+
+def test_with_an_adapter_the_heatmap_explains_the_adapters_logit(classifier, explainer, crop, bank):
+    from webapp.adapter import Adapter
+
+    rng = np.random.default_rng(0)
+    adapter = Adapter(
+        method="linear_probe", conditions=("melanoma", "nevus"),
+        weight=rng.normal(size=(2, 32)).astype(np.float32), bias=np.array([0.5, -0.5], dtype=np.float32),
+        model_fingerprint="x", bank=bank.name, bank_hash="x", template_set="clinical", fitted_at="2026-12-02T00:00:00Z",
+    )
+    explanation = explainer.explain(classifier, crop, bank, bank.template_set(), None, adapter=adapter)
+    features = classifier.embed_crops([crop]).numpy()
+    expected = adapter.logits(features)[0]  # the adapter on the embedding of a plain classification pass
+    assert explanation.scores.condition_ids == ["melanoma", "nevus"]
+    assert np.allclose(explanation.scores.logits, expected, atol=1e-4)
+    assert explanation.condition_id == ["melanoma", "nevus"][int(np.argmax(expected))]
+    zero = classifier.classify(crop, bank, bank.template_set())
+    assert explanation.zero_shot_scores.condition_ids == zero.condition_ids
+    assert np.allclose(explanation.zero_shot_scores.probabilities, zero.probabilities, atol=1e-5)
+    assert explanation.heatmap.shape == (448, 448) and explanation.heatmap.std() > 0.01

@@ -33,6 +33,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     Image.MAX_IMAGE_PIXELS = app.config["MAX_IMAGE_PIXELS"]
 
     from . import errors, jobs, metrics, plugin_assets, security, sessions
+    from .adapter import install_adapter
     from .bank_overrides import apply_bank_overrides
     from .plugins import build_registry, make_plugin_manager
     from .models import ModelManager
@@ -49,6 +50,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     pm = make_plugin_manager(app.config)
     registry = build_registry(pm, app.config)
     apply_bank_overrides(registry, app.config)  # PRIVASCAN_BANK_OVERRIDES: a clinic's fitted alert thresholds
+    install_adapter(registry, app.config)  # PRIVASCAN_ADAPTER: a clinic's adapter; a mismatched one stops start-up
     app.extensions["privascan_plugins"] = pm
     app.extensions["privascan_registry"] = registry
     plugin_assets.init_app(app, pm)  # plugins' templates/ (after the repo's) and static/

@@ -47,6 +47,7 @@ def config_from_environment() -> dict:
         "INT8": _flag("PRIVASCAN_INT8"),
         "LESION_WEIGHTS": os.environ.get("PRIVASCAN_LESION_WEIGHTS") or None,
         "BANK_OVERRIDES": os.environ.get("PRIVASCAN_BANK_OVERRIDES") or None,  # TOML from `privascan eval --fit-thresholds`
+        "ADAPTER": os.environ.get("PRIVASCAN_ADAPTER") or None,  # file from `privascan adapt`
         "CLINICAL_APP": os.environ.get("PRIVASCAN_CLINICAL_APP", "dermatology"),
         "DEFAULT_PLUGINS": DEFAULT_PLUGINS,
         # None: load every installed entry-point plugin; otherwise only these names.

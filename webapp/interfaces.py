@@ -194,6 +194,8 @@ class Explanation:
     scores: Scores
     condition_id: str
     heatmap: np.ndarray
+    # With an adapter: the zero-shot scores of the same pass, so the adapter can be switched off for comparison.
+    zero_shot_scores: Scores | None = None
 
 
 @runtime_checkable

@@ -99,7 +99,8 @@ def queue_analysis(data: SessionData, photo: Photo, settings: dict) -> int:
 def queue_extra_heatmap(data: SessionData, photo: Photo, settings: dict, condition_id: str) -> int:
     """Queue a heatmap for another condition of an analysed photo; returns its position."""
     clinical_app = ready_clinical_app(settings)
-    work = partial(_explain_stored_photo, current_app._get_current_object(), data.id, photo.id, condition_id, data.secret)
+    work = partial(_explain_stored_photo, current_app._get_current_object(), data.id, photo.id, condition_id,
+                   data.secret, not settings.get("adapter_off"))
     handle = _worker().submit(Job(photo_job_key(data.id, photo.id, f"explain:{condition_id}"), work))
     del clinical_app  # only checked: the heatmap follows the result's own modality
     return handle.position() or 1
@@ -125,7 +126,8 @@ def _analyse_stored_photo(app: Flask, store_id: str, photo_id: str, app_name: st
         _report_failure(update)
 
 
-def _explain_stored_photo(app: Flask, store_id: str, photo_id: str, condition_id: str, secret: bytes | None = None) -> None:
+def _explain_stored_photo(app: Flask, store_id: str, photo_id: str, condition_id: str, secret: bytes | None = None,
+                          use_adapter: bool = True) -> None:
     store = app.extensions["privascan_store"]
     registry: Registry = app.extensions["privascan_registry"]
     photo = store.get_photo(store_id, photo_id, touch=False, secret=secret)
@@ -134,7 +136,9 @@ def _explain_stored_photo(app: Flask, store_id: str, photo_id: str, condition_id
     update = partial(store.update_photo, store_id, photo_id, secret=secret)
     try:
         result: AnalysisResult = photo.result
-        heatmap = explain_condition(open_clean(photo.jpeg), result, condition_id, registry.app(result.app_name), registry)
+        heatmap = explain_condition(
+            open_clean(photo.jpeg), result, condition_id, registry.app(result.app_name), registry, use_adapter=use_adapter
+        )
         update(extra_heatmaps={**photo.extra_heatmaps, condition_id: heatmap.png})
     except Exception:
         _report_failure(update)
@@ -167,12 +171,12 @@ def _wait(clinical_app: ClinicalApp, work: Callable[[ClinicalApp, Registry], Any
 def analyse_once(image: Image.Image, settings: dict, explain: bool, timeout: float) -> tuple[ClinicalApp, AnalysisResult]:
     """One stateless analysis (the JSON API): nothing is kept after the response."""
     clinical_app = ready_clinical_app(settings)
-    work = partial(_analyse_given_image, image, settings.get("template_set"), explain)
+    work = partial(_analyse_given_image, image, settings.get("template_set"), explain, not settings.get("adapter_off"))
     return clinical_app, _wait(clinical_app, work, timeout)
 
 
-def _analyse_given_image(image, template_set_id, explain, clinical_app, registry) -> AnalysisResult:
-    return analyse_image(image, clinical_app, registry, template_set_id=template_set_id, explain=explain)
+def _analyse_given_image(image, template_set_id, explain, use_adapter, clinical_app, registry) -> AnalysisResult:
+    return analyse_image(image, clinical_app, registry, template_set_id=template_set_id, explain=explain, use_adapter=use_adapter)
 
 
 def analyse_live_frame(image: Image.Image, settings: dict, timeout: float) -> tuple[ClinicalApp, FrameAnalysis]:

@@ -52,10 +52,24 @@ class AnalysisResult:
     heatmap_condition_id: str = ""
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    # The clinic's adapter that produced ``scores`` (its ``Adapter.as_dict()``), or None for zero-shot;
+    # with one, ``zero_shot_scores`` are the same embedding's zero-shot scores, for comparison.
+    adapter: dict | None = None
+    zero_shot_scores: Scores | None = None
 
     @property
     def analysed(self) -> bool:
         return self.scores is not None
+
+    def scores_for(self, use_adapter: bool = True) -> Scores | None:
+        """The adapter's scores, or (``use_adapter=False``) the zero-shot ones of the same pass."""
+        if not use_adapter and self.zero_shot_scores is not None:
+            return self.zero_shot_scores
+        return self.scores
+
+    def adapter_used(self, use_adapter: bool = True) -> dict | None:
+        """The adapter that scored what ``scores_for(use_adapter)`` returns, or None (zero-shot)."""
+        return self.adapter if use_adapter else None
 
     @property
     def nothing_located(self) -> bool:
@@ -95,9 +109,16 @@ def analyse_image(
     template_set_id: str | None = None,
     explain: bool = True,
     on_stage: Callable[[str], None] | None = None,
+    use_adapter: bool = True,
 ) -> AnalysisResult:
-    """One photo from pixels to scores (and a heatmap of the top condition when ``explain``)."""
+    """One photo from pixels to scores (and a heatmap of the top condition when ``explain``).
+
+    With a clinic's adapter installed for the bank (``registry.adapters``) and
+    ``use_adapter``, the adapter scores the crop's embedding and the same
+    pass's zero-shot scores are kept beside them.
+    """
     bank = registry.banks[clinical_app.bank]
+    adapter = registry.adapters.get(bank.name) if use_adapter else None
     template_set = resolve_template_set(bank, template_set_id)
     clock = Stopwatch(on_stage)
     result = AnalysisResult(clinical_app.name, template_set.id, image.size, None, None, None)
@@ -129,19 +150,47 @@ def analyse_image(
     explainer = registry.explainers.get(clinical_app.explainer) if (explain and clinical_app.explainer) else None
     if explainer is not None:
         with clock.stage("classify_and_explain", "classifying and explaining"):
-            explanation = explainer.explain(classifier, crop, bank, template_set, None)
+            explanation = _explain(explainer, classifier, crop, bank, template_set, None, adapter)
         result.scores = explanation.scores
+        result.zero_shot_scores = explanation.zero_shot_scores
+        if adapter is not None and result.zero_shot_scores is None:
+            # An explainer that cannot explain an adapter: its heatmap and scores are zero-shot,
+            # and the adapter scores the same crop from a second vision pass.
+            result.zero_shot_scores = explanation.scores
+            with clock.stage("adapter", "scoring with the clinic's adapter"):
+                result.scores = _adapter_scores(classifier, crop, adapter)
         result.heatmap_condition_id = explanation.condition_id
         with clock.stage("render", "drawing the heatmap"):
             result.heatmap_png = heatmap_overlay_png(crop, explanation.heatmap)
+    elif adapter is not None:
+        with clock.stage("classify", "classifying"):
+            features = classifier.embed_crops([crop])
+            result.zero_shot_scores = classifier.scores_from_embeddings(features, bank, template_set)[0]
+            result.scores = adapter.scores(_numpy(features))[0]
     else:
         with clock.stage("classify", "classifying"):
             result.scores = classifier.classify(crop, bank, template_set)
+    result.adapter = adapter.as_dict() if adapter is not None else None
 
     with clock.stage("encode", "finishing"):
         result.crop_jpeg = encode_jpeg(crop, quality=90)
     result.timings = clock.timings
     return result
+
+
+def _explain(explainer, classifier, crop, bank, template_set, condition_id, adapter):
+    """The explainer's pass, through the adapter when there is one and the explainer can follow it."""
+    if adapter is not None and getattr(explainer, "supports_adapter", False):
+        return explainer.explain(classifier, crop, bank, template_set, condition_id, adapter=adapter)
+    return explainer.explain(classifier, crop, bank, template_set, condition_id)
+
+
+def _numpy(features):
+    return features.detach().to("cpu").double().numpy() if hasattr(features, "detach") else features
+
+
+def _adapter_scores(classifier, crop, adapter) -> Scores:
+    return adapter.scores(_numpy(classifier.embed_crops([crop])))[0]
 
 
 @dataclass
@@ -159,12 +208,21 @@ def explain_crop(
     condition_id: str | None,
     clinical_app: ClinicalApp,
     registry: Registry,
+    use_adapter: bool = True,
 ) -> Heatmap:
-    """Grad-CAM on exactly this crop for ``condition_id`` (None: the top condition of the same pass)."""
+    """Grad-CAM on exactly this crop for ``condition_id`` (None: the top condition of the same pass).
+
+    The clinic's adapter's logit is explained when one is installed, ``use_adapter``
+    and it scores that condition; otherwise the zero-shot logit.
+    """
     bank = registry.banks[clinical_app.bank]
     explainer = registry.explainers[clinical_app.explainer]
-    explanation = explainer.explain(
-        registry.classifiers[clinical_app.classifier], crop, bank, resolve_template_set(bank, template_set_id), condition_id
+    adapter = registry.adapters.get(bank.name) if use_adapter else None
+    if adapter is not None and condition_id is not None and condition_id not in adapter.conditions:
+        adapter = None
+    explanation = _explain(
+        explainer, registry.classifiers[clinical_app.classifier], crop, bank,
+        resolve_template_set(bank, template_set_id), condition_id, adapter,
     )
     scores = explanation.scores
     probability = float(scores.probabilities[scores.condition_ids.index(explanation.condition_id)])
@@ -172,11 +230,12 @@ def explain_crop(
 
 
 def explain_condition(
-    image: Image.Image, result: AnalysisResult, condition_id: str, clinical_app: ClinicalApp, registry: Registry
+    image: Image.Image, result: AnalysisResult, condition_id: str, clinical_app: ClinicalApp, registry: Registry,
+    use_adapter: bool = True,
 ) -> Heatmap:
     """A heatmap for another condition of a photo's result, on exactly the crop the result was computed on."""
     crop, _ = square_crop(image, result.detection.box if result.detection else None, size=crop_size(clinical_app, registry))
-    return explain_crop(crop, result.template_set_id, condition_id, clinical_app, registry)
+    return explain_crop(crop, result.template_set_id, condition_id, clinical_app, registry, use_adapter=use_adapter and result.adapter is not None)
 
 
 @dataclass
@@ -221,9 +280,12 @@ def explain_jpeg_crop(
     return explain_crop(open_clean(crop_jpeg), template_set_id, condition_id, clinical_app, registry)
 
 
-def read(result: AnalysisResult, bank, rules=None):
-    """Interpret a result's stored scores; a photo whose finding was not located never reads as confident."""
-    reading = interpret(result.scores, bank, rules)
+def read(result: AnalysisResult, bank, rules=None, use_adapter: bool = True):
+    """Interpret a result's stored scores; a photo whose finding was not located never reads as confident.
+
+    ``use_adapter=False`` reads the zero-shot scores of the same pass (the debug panel's switch).
+    """
+    reading = interpret(result.scores_for(use_adapter), bank, rules)
     if result.nothing_located:
         fallback = (rules or bank.rules).fallback_confidence
         reading = dataclasses.replace(

@@ -13,11 +13,15 @@ import importlib.metadata
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pluggy
 
 from . import hookspecs
 from .interfaces import Classifier, ClinicalApp, Detector, Explainer, PromptBank
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .adapter import Adapter
 
 log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "privascan"
@@ -75,6 +79,8 @@ class Registry:
     detectors: dict[str, Detector] = field(default_factory=dict)
     classifiers: dict[str, Classifier] = field(default_factory=dict)
     explainers: dict[str, Explainer] = field(default_factory=dict)
+    # bank name -> the clinic's fitted adapter for it (PRIVASCAN_ADAPTER; webapp/adapter.py)
+    adapters: dict[str, Adapter] = field(default_factory=dict)
 
     def app(self, name: str) -> ClinicalApp:
         """The clinical app of that name; an unknown name is an error, never a silent substitute."""

@@ -433,6 +433,17 @@ class MedSigLIPClassifier:
             if self.device == "cuda":
                 torch.cuda.empty_cache()
 
+    @property
+    def logit_scale(self) -> float:
+        """exp(t'): the factor SigLIP multiplies cosines by (an adapter's prototypes reuse it)."""
+        self._require_loaded()
+        return float(self._scale)
+
+    @property
+    def logit_bias(self) -> float:
+        self._require_loaded()
+        return float(self._logit_bias)
+
     # ----------------------------------------------------------- image side
     @property
     def vision_model(self):

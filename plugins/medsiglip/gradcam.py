@@ -59,15 +59,26 @@ def _bank_head_module():
     class BankLogits(torch.nn.Module):
         """pixel_values -> logits over the bank, exactly as ``MedSigLIPClassifier.classify`` computes them."""
 
-        def __init__(self, classifier: MedSigLIPClassifier, text_embeddings: torch.Tensor):
+        def __init__(self, classifier: MedSigLIPClassifier, text_embeddings: torch.Tensor, adapter=None):
             super().__init__()
             self.vision_model = classifier.vision_model
             self._classifier = classifier
             self._text = text_embeddings
+            self._adapter = adapter
             self.similarities: torch.Tensor | None = None
+            self.zero_shot: tuple[torch.Tensor, torch.Tensor] | None = None
 
         def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
             features = self.vision_model(pixel_values=pixel_values).pooler_output
+            if self._adapter is not None:
+                # A clinic's adapter scores the same pooled features: the heatmap explains its logit.
+                # The zero-shot logits of the same features are kept for comparison (no second pass).
+                with torch.no_grad():
+                    zero_logits, zero_similarities = self._classifier.logits_from_image_features(features.detach(), self._text)
+                self.zero_shot = (zero_logits.detach(), zero_similarities.detach())
+                logits = self._adapter.torch_logits(features)
+                self.similarities = torch.full_like(logits, float("nan")).detach()
+                return logits
             logits, similarities = self._classifier.logits_from_image_features(features, self._text)
             self.similarities = similarities.detach()
             return logits
@@ -98,6 +109,7 @@ class MedSigLIPGradCAM:
 
     name = "medsiglip-gradcam"
     explains = MedSigLIPClassifier.name
+    supports_adapter = True  # explain(..., adapter=) explains an adapter's logit (webapp/adapter.py)
 
     def load(self) -> None:
         """Import pytorch-grad-cam at start-up: its matplotlib import creates cache folders once,
@@ -111,19 +123,25 @@ class MedSigLIPGradCAM:
         bank: PromptBank,
         template_set: TemplateSet,
         condition_id: str | None = None,
+        adapter=None,
     ) -> Explanation:
-        """Classify and explain in one pass; ``None`` targets that pass's top condition."""
+        """Classify and explain in one pass; ``None`` targets that pass's top condition.
+
+        With ``adapter`` (``webapp.adapter.Adapter``) the logits are the adapter's,
+        over its conditions, and the heatmap explains the adapter's logit.
+        """
         import torch
         from pytorch_grad_cam import GradCAM
 
         if not isinstance(classifier, MedSigLIPClassifier):
             raise TypeError(f"{self.name} explains MedSigLIP classifiers, not {type(classifier).__name__}")
-        condition_ids = [condition.id for condition in bank.conditions]
-        index = None if condition_id is None else condition_ids.index(bank.condition(condition_id).id)
+        bank_ids = [condition.id for condition in bank.conditions]
         text = classifier.text_embeddings(bank, template_set)
+        condition_ids = list(adapter.conditions) if adapter is not None else bank_ids
+        index = None if condition_id is None else condition_ids.index(bank.condition(condition_id).id)
         vision_model = classifier.vision_model
         freeze_for_gradcam(vision_model)
-        head = _bank_head_module()(classifier, text)
+        head = _bank_head_module()(classifier, text, adapter)
         pixels = classifier.pixel_values(crop)  # the very tensor classify() scores
         target = RecordLogitsTarget(index)
         cam = GradCAM(
@@ -138,6 +156,7 @@ class MedSigLIPGradCAM:
             cam.activations_and_grads.release()
             head.zero_grad(set_to_none=True)  # free the last layer's weight gradients
         scores = build_scores(condition_ids, target.logits, head.similarities[0])
+        zero_shot = build_scores(bank_ids, head.zero_shot[0], head.zero_shot[1][0]) if head.zero_shot else None
         heatmap = np.clip(np.nan_to_num(heatmaps[0].astype(np.float32)), 0.0, 1.0)
-        return Explanation(scores=scores, condition_id=condition_ids[target.index], heatmap=heatmap)
+        return Explanation(scores=scores, condition_id=condition_ids[target.index], heatmap=heatmap, zero_shot_scores=zero_shot)
 

@@ -22,7 +22,7 @@ TOP = 3
 COLUMNS = (
     ["path", "status", "headline", "headline_id", "risk", "confidence"]
     + [f"top{i}{suffix}" for i in range(1, TOP + 1) for suffix in ("", "_probability")]
-    + ["lesion_box", "localizer", "notes"]
+    + ["lesion_box", "localizer", "notes", "adapter"]
 )
 EXPLAIN_COLUMNS = ["reasoning", "heatmap_condition", "heatmap"]
 
@@ -68,6 +68,9 @@ def run(args: argparse.Namespace) -> int:
     if output is not None and output.is_dir():
         raise CommandError(f"--output {output} is a folder; name a file")
     runtime = load_runtime(args)
+    from ..adapter import install_adapter
+
+    install_adapter(runtime.registry, runtime.config)  # PRIVASCAN_ADAPTER, refused if it does not match, as the app does
     runtime.load_models(explain=args.explain, quiet=args.quiet)
     progress = Progress(len(paths), "analysing", args.quiet)
     columns = COLUMNS + (EXPLAIN_COLUMNS if args.explain else [])
@@ -113,7 +116,8 @@ def _opened(output: Path | None):
 
 def _failed(path: Path, reason: str) -> dict:
     return {"path": str(path), "analysed": False, "status": "rejected", "headline": None, "risk": "unknown",
-            "confidence": "not analysed", "top": [], "lesion_box": None, "localizer": None, "notes": [reason]}
+            "confidence": "not analysed", "top": [], "lesion_box": None, "localizer": None, "notes": [reason],
+            "adapter": None}
 
 
 def _record(path: Path, result, runtime, explain: bool) -> dict:
@@ -130,6 +134,7 @@ def _record(path: Path, result, runtime, explain: bool) -> dict:
         "lesion_box": result.detection.box.as_list() if result.detection else None,
         "localizer": result.detection.method if result.detection else None,
         "notes": list(result.notes),
+        "adapter": result.adapter,  # the clinic's adapter that scored it, or None (zero-shot)
     }
     if result.analysed:
         reading = read(result, runtime.bank)
@@ -186,6 +191,7 @@ class _CsvWriter:
             "lesion_box": " ".join(str(v) for v in record["lesion_box"]) if record["lesion_box"] else "",
             "localizer": record["localizer"] or "",
             "notes": " | ".join(record["notes"]),
+            "adapter": record["adapter"]["id"] if record.get("adapter") else "",
             "reasoning": " ".join(record.get("reasoning", [])),
             "heatmap_condition": record.get("heatmap_condition") or "",
             "heatmap": record.get("heatmap") or "",

@@ -42,6 +42,11 @@ def add_parser(subparsers) -> None:
     compare = parser.add_argument_group("compare (arm B, scored from the same image embeddings)")
     compare.add_argument("--compare-bank", metavar="BANK.toml", help="a second prompt bank file")
     compare.add_argument("--compare-template-set", metavar="ID", help="a second template set (of the second bank if given)")
+    adapted = parser.add_argument_group("adapter (arm B: the same image embeddings scored by a fitted adapter)")
+    adapted.add_argument("--adapter", metavar="ADAPTER",
+                         help="an adapter file from `privascan adapt`: report with and without it, on its held-out test images")
+    adapted.add_argument("--unseen", action="store_true",
+                         help="none of DATASET's images were used to fit the adapter: measure on all of them")
     fit = parser.add_argument_group("alert thresholds")
     fit.add_argument("--fit-thresholds", action="append", default=[], metavar="CONDITION=SENSITIVITY",
                      help="fit the highest alert threshold reaching this sensitivity on a validation split (repeatable)")
@@ -72,11 +77,21 @@ def run(args: argparse.Namespace) -> int:
     if out_dir.exists() and not out_dir.is_dir():
         raise CommandError(f"--out {out_dir} exists and is not a folder")
 
+    if args.unseen and not args.adapter:
+        raise CommandError("--unseen goes with --adapter")
+    if args.adapter and (args.compare_bank or args.compare_template_set or targets):
+        raise CommandError("--adapter is its own comparison: run --compare-* or --fit-thresholds separately")
+
     runtime = load_runtime(args)
     arms = [Arm("A", runtime.bank, runtime.template_set, _origin(runtime))]
     if args.compare_bank or args.compare_template_set:
         arms.append(_second_arm(args, arms[0], load_prompt_bank))
     mapping = resolve_mapping(dataset.labels, explicit, [arm.bank for arm in arms])
+    adapter_split = None
+    if args.adapter:
+        adapter = _load_checked_adapter(args.adapter, runtime)
+        arms.append(Arm("B", runtime.bank, runtime.template_set, f"file {Path(args.adapter).name}", adapter=adapter))
+        dataset, adapter_split = _adapter_test_images(dataset, mapping, adapter, args.unseen)
     evaluated = set(mapping.values())
     classes = [c.id for c in runtime.bank.conditions if c.id in evaluated]
     not_evaluated = sorted(set(targets) - evaluated)
@@ -92,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
         outcomes = run_images(
             dataset.images, mapping, runtime.clinical_app, runtime.registry, arms, runtime.config["MAX_IMAGE_PIXELS"], progress.step
         )
+    except ValueError as exc:  # an adapter with a classifier that exposes no embeddings
+        raise CommandError(str(exc)) from exc
     finally:
         progress.close()
     analysed = [o for o in outcomes if o.analysed]
@@ -139,6 +156,8 @@ def run(args: argparse.Namespace) -> int:
         "restrict_to_mapped": args.restrict_to_mapped,
         "ece_bins": args.ece_bins,
         "embeddings_reused": len(arms) > 1 and bool(getattr(runtime.classifier, "embed_crops", None)),
+        "adapter": arms[-1].adapter.as_dict() if arms[-1].adapter is not None else None,
+        "adapter_split": adapter_split,
     }
     report = reporting.assemble(
         dataset=dataset, mapping=mapping, settings=settings, arms=arms, outcomes=outcomes, scores=scores,
@@ -153,6 +172,46 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"cannot write {exc.filename or 'the report'}: {exc.strerror or exc}") from exc
     _print_summary(report, json_path, html_path, args.overrides_out)
     return 0
+
+
+def _load_checked_adapter(path: str, runtime):
+    """The adapter file, refused unless it was fitted for this model and this bank."""
+    from ..adapter import fingerprint_for_check, load_adapter
+
+    adapter = load_adapter(path)
+    where = f"adapter {Path(path).name}"
+    adapter.check_matches(fingerprint_for_check(runtime.config["MODEL"], where), runtime.bank, where)
+    return adapter
+
+
+def _adapter_test_images(dataset, mapping: dict[str, str], adapter, unseen: bool):
+    """The images the adapter never saw: its own held-out test split of this dataset, or all with --unseen."""
+    import dataclasses
+
+    from ..evaluation.adapting import TEST, split_counts, split_images
+
+    conditions = [mapping[image.label] for image in dataset.images]
+    outside = sorted(set(conditions) - set(adapter.conditions))
+    if outside:
+        raise CommandError(
+            f"the dataset has condition(s) {', '.join(outside)} that the adapter was not fitted on "
+            f"(it knows {', '.join(adapter.conditions)})"
+        )
+    if unseen:
+        return dataset, {"kind": "unseen", "images": len(dataset.images)}
+    split = adapter.header.get("split", {})
+    advice = "if none of its images were used to fit the adapter, add --unseen to measure on all of them"
+    if not split.get("test_fraction"):
+        raise CommandError(f"the adapter held out no test images (--test-split 0); {advice}")
+    parts = split_images(conditions, split["test_fraction"], split["validation_fraction"], split["seed"])
+    if split_counts(conditions, parts) != split.get("images"):
+        raise CommandError(
+            "this dataset is not the one the adapter was fitted on (its images per condition differ from the "
+            f"adapter's record), so its test split cannot be found; {advice}"
+        )
+    test = tuple(image for image, part in zip(dataset.images, parts) if part == TEST)
+    info = {"kind": "test", "images": len(test), "seed": split["seed"], "test_fraction": split["test_fraction"]}
+    return dataclasses.replace(dataset, images=test), info
 
 
 def _origin(runtime) -> str:

@@ -36,11 +36,12 @@ def reports_errors(prog: str) -> Callable:
     def decorate(handler):
         @functools.wraps(handler)
         def wrapped(args) -> int:
+            from ..adapter import AdapterError
             from ..evaluation.dataset import DatasetError
 
             try:
                 return handler(args)
-            except (CommandError, DatasetError, PromptBankError, BankOverridesError) as exc:
+            except (CommandError, DatasetError, PromptBankError, BankOverridesError, AdapterError) as exc:
                 print(f"privascan {prog}: error: {exc}", file=sys.stderr)
                 return 2
 

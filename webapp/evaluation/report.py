@@ -198,7 +198,13 @@ diagnostic test.</p>
 <tr><th>images</th><td>{{ dataset.images }} listed, {{ dataset.analysed }} analysed, {{ dataset.skipped|length }} skipped</td></tr>
 <tr><th>clinical app</th><td>{{ settings.app }}; localizer {{ settings.localizer }}; classifier: {{ settings.classifier }}</td></tr>
 {% for arm in arms %}<tr><th>arm {{ arm.key }}</th><td>{{ arm.description }} ({{ arm.origin }})</td></tr>
-{% endfor %}<tr><th>predictions</th><td>{% if settings.restrict_to_mapped %}the most probable of the dataset's conditions only
+{% endfor %}<tr><th>adapter</th><td>{% if settings.adapter %}arm B is adapter {{ settings.adapter.id }}
+({{ settings.adapter.method|replace("_", " ") }}, fitted {{ settings.adapter.fitted_at }}, template set {{ settings.adapter.template_set }}),
+predicting among its {{ settings.adapter.conditions|length }} conditions only; measured on
+{% if settings.adapter_split.kind == "test" %}its held-out test split ({{ settings.adapter_split.images }} images, seed {{ settings.adapter_split.seed }}), which took no part in fitting it
+{%- else %}{{ settings.adapter_split.images }} images it never saw (--unseen){% endif %}; arm A is zero-shot, as the app answers without it
+{%- else %}no adapter: zero-shot scores{% endif %}</td></tr>
+<tr><th>predictions</th><td>{% if settings.restrict_to_mapped %}the most probable of the dataset's conditions only
 (probabilities renormalised over them, as zero-shot papers report){% else %}the app's headline: the most probable
 condition of the whole bank; a condition the dataset does not contain counts as wrong ({{ other }}){% endif %}</td></tr>
 <tr><th>calibration</th><td>{{ settings.ece_bins }} equal-width confidence bins</td></tr>

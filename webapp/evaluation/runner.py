@@ -19,6 +19,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from ..adapter import Adapter
 from ..images import ImageRejected, safe_decode
 from ..interfaces import ClinicalApp, PromptBank, TemplateSet
 from ..pipeline import analyse_image
@@ -37,8 +38,11 @@ class Arm:
     bank: PromptBank
     template_set: TemplateSet
     origin: str  # where the bank came from, for the report
+    adapter: Adapter | None = None  # score the same embedding with a fitted adapter instead of the text
 
     def describe(self) -> str:
+        if self.adapter is not None:
+            return f"{self.adapter.describe()} on bank '{self.bank.name}'"
         return f"bank '{self.bank.name}', template set '{self.template_set.id}'"
 
 
@@ -51,6 +55,7 @@ class ImageOutcome:
     located: bool = False
     box: list[int] | None = None
     probabilities: dict[str, np.ndarray] = field(default_factory=dict)  # arm key -> bank-order softmax
+    embedding: np.ndarray | None = None  # the crop's image embedding, kept in memory only when asked for
 
 
 class EmbeddingKeeper:
@@ -79,6 +84,12 @@ class EmbeddingKeeper:
             return self.inner.scores_from_embeddings(self._kept, bank, template_set)[0]
         return self.inner.classify(self._kept, bank, template_set)
 
+    def embedding(self) -> np.ndarray:
+        """The last classified crop's image embedding (d,) as numpy."""
+        if self._kept is None or not self.reuses_embeddings:
+            raise RuntimeError("no embedding kept")
+        return self._kept.detach().to("cpu").double().numpy().reshape(-1)
+
     def forget(self) -> None:
         self._kept = None
 
@@ -94,12 +105,21 @@ def run_images(
     arms: Sequence[Arm],
     max_pixels: int,
     progress: Callable[[], None] = lambda: None,
+    keep_embeddings: bool = False,
 ) -> list[ImageOutcome]:
-    """Analyse every image once; arm A is the registry's own bank, later arms reuse the same pass."""
+    """Analyse every image once; arm A is the registry's own bank, later arms reuse the same pass.
+
+    ``keep_embeddings`` keeps each crop's image embedding on its outcome
+    (``privascan adapt`` fits on them; they stay in this process's memory).
+    """
     first = arms[0]
     if registry.banks[app.bank] is not first.bank:
         raise ValueError("arm A must be the clinical app's bank as registered")
     keeper = EmbeddingKeeper(registry.classifiers[app.classifier])
+    if (keep_embeddings or any(arm.adapter is not None for arm in arms)) and not keeper.reuses_embeddings:
+        raise ValueError(
+            f"classifier {keeper.name} does not expose image embeddings (embed_crops), so no adapter can be fitted or used"
+        )
     run_registry = dataclasses.replace(registry, classifiers={**registry.classifiers, app.classifier: keeper})
     outcomes = []
     for item in images:
@@ -114,7 +134,7 @@ def run_images(
             except OSError as exc:
                 outcome.reason = f"could not be read ({exc.strerror or type(exc).__name__})"
                 continue
-            result = analyse_image(decoded.image, app, run_registry, first.template_set.id, explain=False)
+            result = analyse_image(decoded.image, app, run_registry, first.template_set.id, explain=False, use_adapter=False)
             if not result.analysed:
                 outcome.reason = " ".join(result.notes) or "not analysed"
                 continue
@@ -122,13 +142,28 @@ def run_images(
             outcome.located = result.detection is not None
             outcome.box = result.detection.box.as_list() if result.detection else None
             outcome.probabilities[first.key] = np.asarray(result.scores.probabilities, dtype=np.float64)
+            if keep_embeddings:
+                outcome.embedding = keeper.embedding()
             for arm in arms[1:]:
+                if arm.adapter is not None:
+                    outcome.probabilities[arm.key] = adapter_probabilities(arm.adapter, keeper.embedding(), arm.bank)
+                    continue
                 scores = keeper.rescore(arm.bank, arm.template_set)
                 outcome.probabilities[arm.key] = np.asarray(scores.probabilities, dtype=np.float64)
         finally:
             keeper.forget()
             progress()
     return outcomes
+
+
+def adapter_probabilities(adapter: Adapter, embedding: np.ndarray, bank: PromptBank) -> np.ndarray:
+    """The adapter's softmax laid out in bank order; conditions it does not score get 0 (it never predicts them)."""
+    scores = adapter.scores(embedding[None, :])[0]
+    row = np.zeros(len(bank.conditions), dtype=np.float64)
+    column = {c.id: i for i, c in enumerate(bank.conditions)}
+    for condition_id, probability in zip(scores.condition_ids, scores.probabilities):
+        row[column[condition_id]] = probability
+    return row
 
 
 # ----------------------------------------------------------------- metrics

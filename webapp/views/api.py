@@ -43,6 +43,11 @@ def _settings_from_query() -> dict:
     """``app`` and ``template_set`` from the query; a name that does not exist is a 400, never a silent default."""
     registry = current_app.extensions["privascan_registry"]
     settings = {key: request.args[key] for key in ("app", "template_set") if request.args.get(key)}
+    adapter = request.args.get("adapter", "1").strip().lower()
+    if adapter not in {"0", "1", "false", "true", "no", "yes", "off", "on"}:
+        abort(400, description="adapter must be 1 (use the clinic's adapter when one is installed, the default) or 0.")
+    if adapter in {"0", "false", "no", "off"}:
+        settings["adapter_off"] = True
     if "app" in settings and settings["app"] not in registry.apps:
         abort(400, description=f"Unknown app {settings['app']!r}; this server has: {', '.join(registry.apps)}.")
     bank = bank_for(registry.app(settings.get("app") or current_app.config["CLINICAL_APP"]))
@@ -60,6 +65,8 @@ def result_json(clinical_app, result, explain: bool) -> dict:
         "lesion_box": result.detection.box.as_list() if result.detection else None,
         "localizer": result.detection.method if result.detection else None,
         "notes": result.notes,
+        # Which scorer answered: the clinic's adapter ({id, method, conditions, fitted_at, template_set}) or null (zero-shot).
+        "adapter": result.adapter,
         "timings": result.timings,
         "conditions": [],
         "headline": None,

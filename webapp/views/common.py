@@ -50,10 +50,20 @@ def timeline_groups():
     return [(day, list(items)) for day, items in groupby(photos, key=lambda p: p.taken_on)]
 
 
+def use_adapter() -> bool:
+    """Whether this session reads results through the clinic's adapter (the debug panel can switch it off)."""
+    return not settings().get("adapter_off")
+
+
+def adapter_for(bank: PromptBank):
+    """The clinic's adapter installed for this bank, or None."""
+    return current_app.extensions["privascan_registry"].adapters.get(bank.name)
+
+
 def read_result(result):
-    """The interpretation of a stored result under this session's rules."""
+    """The interpretation of a stored result under this session's rules (and adapter switch)."""
     bank = bank_for(current_app.extensions["privascan_registry"].app(result.app_name))
-    return read(result, bank, rules_for(bank))
+    return read(result, bank, rules_for(bank), use_adapter())
 
 
 def page_context() -> dict:
@@ -67,6 +77,8 @@ def page_context() -> dict:
         "bank_by_name": registry.banks.__getitem__,
         "read_result": read_result,
         "rules_for": rules_for,
+        "use_adapter": use_adapter(),
+        "adapter_for": adapter_for,
         "effective_thresholds": effective_thresholds,
         "threshold_overrides": settings().get("thresholds"),
         "queue_position": queue_position,

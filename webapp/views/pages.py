@@ -64,9 +64,15 @@ def update_settings():
             thresholds[condition.id] = _number(request.form[key], condition.label, 0.0, 1.0)
     if thresholds:
         new["thresholds"] = thresholds
+    if "adapter_switch" in request.form:  # the debug panel's form (an unticked box sends nothing)
+        if request.form.get("use_adapter"):
+            new.pop("adapter_off", None)
+        else:
+            new["adapter_off"] = True
     if request.form.get("reset_debug"):
         new.pop("rules", None)
         new.pop("thresholds", None)
+        new.pop("adapter_off", None)
     session["settings"] = new
     return render("partials/workspace.html", [("info", "Settings saved.")])
 

@@ -12,7 +12,7 @@ from ..images import ImageRejected, encode_jpeg, open_clean, safe_decode
 from ..render import boxed_photo_jpeg
 from ..sessions import current_data, get_store
 from ..store import Photo, StoreFull
-from .common import render, settings
+from .common import render, settings, use_adapter
 
 bp = Blueprint("photos", __name__)
 
@@ -180,7 +180,8 @@ def analyze_all():
 def explain(photo_id: str, condition_id: str):
     """A second heatmap (e.g. for the runner-up) on the same crop."""
     photo = _photo_or_404(photo_id)
-    if photo.result is None or not photo.result.analysed or condition_id not in photo.result.scores.condition_ids:
+    scores = photo.result.scores_for(use_adapter()) if photo.result is not None and photo.result.analysed else None
+    if scores is None or condition_id not in scores.condition_ids:
         abort(404, description="That condition is not part of this photo's result.")
     try:
         queue_extra_heatmap(current_data(), photo, settings(), condition_id)
