@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.conftest import photo_bytes  # noqa: E402
+from tests.helpers import photo_bytes  # noqa: E402
 from tests.redis_server import redis_server  # noqa: E402
 from tests.test_scale_out import CARD, AlternatingBrowser, _upload, fleet  # noqa: E402
 

@@ -1,97 +1,43 @@
-"""Shared fixtures: a tiny random MedSigLIP built offline, and apps that load it.
+"""Fixtures: a tiny random MedSigLIP built offline, and apps that load it.
 
 The tiny model goes through the same ``from_pretrained`` code that loads the
-real weights; only its size differs.
+real weights; only its size differs. Helpers live in tests/helpers.py (they
+are re-exported here for older imports).
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import re
-import threading
-from pathlib import Path
-
 import pytest
-from PIL import Image
 
 from plugins.medsiglip.tiny_model import build_tiny_siglip
-from webapp import create_app
+from tests.helpers import *  # noqa: F401,F403  (re-exported for modules that still import from conftest)
+from tests.helpers import NCI_PHOTO, Browser, make_app
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-NCI_PHOTO = SHARED_DATA / "nci-melanoma-1800x1010.jpg"
+
+def pytest_runtest_setup(item):
+    """Tests that use the real test photo skip, with the reason, when ../shared/data is not beside the checkout."""
+    module = getattr(item, "module", None)
+    if module is not None and getattr(module, "NCI_PHOTO", None) is not None and not NCI_PHOTO.exists():
+        pytest.skip(f"the real test photo is missing: {NCI_PHOTO} (../shared/data beside the checkout)")
+
+
+@pytest.fixture
+def app_factory(tiny_model_dir):
+    """``app_factory(**config)`` makes apps on the tiny model; each one's worker is stopped at teardown."""
+    made = []
+
+    def factory(**overrides):
+        made.append(make_app(tiny_model_dir, **overrides))
+        return made[-1]
+
+    yield factory
+    for each in made:
+        each.extensions["privascan_worker"].stop()
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> str:
     return str(build_tiny_siglip(tmp_path_factory.mktemp("tiny-siglip")))
-
-
-# Debian's Chromium, driven by Playwright (never a downloaded browser). The
-# background-networking switches keep it from calling Google's services.
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-]
-
-
-@contextlib.contextmanager
-def serving(app, name: str = "test-server"):
-    """Serve ``app`` on a free loopback port in a thread; yields its base URL."""
-    from werkzeug.serving import make_server
-
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, name=name, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_port}"
-    finally:
-        httpd.shutdown()
-        thread.join(10)
-        app.extensions["privascan_worker"].stop()
-
-
-def small_bank():
-    """A four-condition bank with two template sets, built directly from the dataclasses."""
-    from webapp.interfaces import Condition, PromptBank, TemplateSet
-
-    return PromptBank(
-        name="test-derm",
-        title="Test dermatology",
-        conditions=(
-            Condition("melanoma", "Melanoma", ("malignant",), ("an asymmetric pigmented lesion", "an irregular mole")),
-            Condition("nevus", "Benign nevus", ("benign",), ("a round uniform brown mole",)),
-            Condition("seb_k", "Seborrheic keratosis", ("benign",), ("a waxy stuck-on plaque",)),
-            Condition("eczema", "Eczema", ("inflammatory",), ("itchy red patches", "lichenified skin")),
-        ),
-        template_sets=(
-            TemplateSet("clinical", "Clinical photo", ("A photo of {}.", "A clinical photograph showing {}.")),
-            TemplateSet("dermoscopy", "Dermoscopy", ("Dermoscopy image revealing {}.",)),
-        ),
-        content_hash="test-bank-1",
-    )
-
-
-def make_app(tiny_model_dir: str, **overrides):
-    config = {
-        "TESTING": True,
-        "MODEL": tiny_model_dir,
-        "SESSION_COOKIE_SECURE": False,
-        "PLUGIN_ALLOWLIST": (),  # no third-party plugin leaks into the suite
-        **overrides,
-    }
-    app = create_app(config)
-    app.extensions["privascan_models"].wait(120)
-    return app
 
 
 @pytest.fixture
@@ -106,76 +52,9 @@ def client(app):
     return app.test_client()
 
 
-def csrf_token(client) -> str:
-    """The page's CSRF token, as HTMX would send it."""
-    html = client.get("/").get_data(as_text=True)
-    return re.search(r'"X-CSRF-Token": "([^"]+)"', html).group(1)
-
-
-class Browser:
-    """A Flask test client that behaves like the page: HTMX headers and the CSRF token."""
-
-    def __init__(self, client):
-        self.client = client
-        self.token = csrf_token(client)
-
-    def headers(self, htmx: bool = True) -> dict:
-        headers = {"X-CSRF-Token": self.token}
-        if htmx:
-            headers["HX-Request"] = "true"
-        return headers
-
-    def post(self, path: str, htmx: bool = True, **kwargs):
-        return self.client.post(path, headers=self.headers(htmx), **kwargs)
-
-    def get(self, path: str, htmx: bool = True, **kwargs):
-        return self.client.get(path, headers={"HX-Request": "true"} if htmx else {}, **kwargs)
-
-    def upload(self, *files: tuple[bytes, str], last_modified: str = "", htmx: bool = True):
-        fields = [("photos", (content, name)) for content, name in files] + [("last_modified", last_modified)]
-        return self.post("/photos", htmx=htmx, **multipart(fields))
-
-    def photo_ids(self) -> list[str]:
-        html = self.get("/", htmx=False).get_data(as_text=True)
-        return re.findall(r'<article id="photo-([^"]+)"', html)
-
-
-def multipart(fields: list[tuple[str, object]]) -> dict:
-    """A multipart body encoded in memory; a value ``(bytes, filename)`` is a file part.
-
-    Werkzeug's test client would spool a large body to a temporary file on
-    the *client* side; encoding it here keeps the no-disk tests about the app.
-    """
-    from werkzeug.datastructures import FileStorage, MultiDict
-    from werkzeug.test import encode_multipart
-
-    values = MultiDict(
-        (key, FileStorage(io.BytesIO(value[0]), filename=value[1]) if isinstance(value, tuple) else value)
-        for key, value in fields
-    )
-    boundary, body = encode_multipart(values)
-    return {"data": body, "content_type": f"multipart/form-data; boundary={boundary}"}
-
-
 @pytest.fixture
 def browser(client):
     return Browser(client)
-
-
-def jpeg_bytes(width: int = 320, height: int = 240, colour=(200, 150, 120), **save) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height), colour).save(buffer, format="JPEG", **save)
-    return buffer.getvalue()
-
-
-def photo_bytes(seed: int = 0, fmt: str = "JPEG", **save) -> bytes:
-    """A synthetic lesion photo, encoded; different seeds give different (non-duplicate) photos."""
-    from tests.synthetic import make_lesion_photo
-
-    image, _ = make_lesion_photo(seed)
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **save)
-    return buffer.getvalue()
 
 
 # -- scale-out mode: a real redis-server (tests/redis_server.py) ---------------

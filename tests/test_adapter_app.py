@@ -13,7 +13,7 @@ import re
 
 import pytest
 
-from tests.conftest import Browser, make_app
+from tests.helpers import Browser, make_app
 from tests.synthetic import make_kind_photo
 from tests.test_cli_adapt import LABELS, MAPS, write_kinds
 from webapp import cli

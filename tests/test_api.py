@@ -7,7 +7,7 @@ import io
 
 from PIL import Image
 
-from tests.conftest import NCI_PHOTO, make_app, photo_bytes
+from tests.helpers import NCI_PHOTO, make_app, photo_bytes
 from tests.synthetic import make_lesion_photo
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
-from tests.conftest import Browser, make_app, multipart, photo_bytes
+from tests.helpers import Browser, make_app, multipart, photo_bytes
 from webapp.config import DEFAULT_PLUGINS
 
 CHEST_ONLY = ("plugins.medsiglip", "plugins.chest_xray")

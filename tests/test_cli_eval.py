@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from plugins.medsiglip.classifier import MedSigLIPClassifier
-from tests.conftest import make_app
+from tests.helpers import make_app
 from tests.synthetic import SKIN_TONES, make_lesion_photo
 from webapp import cli
 

@@ -26,7 +26,7 @@ from webapp.evaluation.dataset import (
 )
 from webapp.evaluation.thresholds import fit_threshold, fit_thresholds, parse_targets, stratified_split
 from webapp.plugins import Registry
-from tests.conftest import make_app, small_bank
+from tests.helpers import make_app, small_bank
 
 # ------------------------------------------------------------------ AUROC
 

@@ -11,7 +11,7 @@ from PIL import Image
 from plugins.medsiglip import MedSigLIPClassifier, MedSigLIPGradCAM
 from plugins.medsiglip.gradcam import tokens_to_grid
 from plugins.medsiglip.tiny_model import build_tiny_siglip
-from tests.conftest import small_bank
+from tests.helpers import small_bank
 from webapp.interfaces import Explainer
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

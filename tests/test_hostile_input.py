@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from tests.conftest import Browser, make_app, photo_bytes
+from tests.helpers import Browser, make_app, photo_bytes
 from webapp.images import ImageRejected, safe_decode
 
 LEAKS = ("Traceback", 'File "', "Exception", "PIL.", "werkzeug", "UnidentifiedImage", "OSError", "SyntaxError")
@@ -367,7 +367,7 @@ def test_the_yolo_detector_puts_pillows_opener_back(tmp_path):
     import subprocess
     import sys
 
-    from tests.conftest import REPO
+    from tests.helpers import REPO
 
     code = (
         "from PIL import Image\n"

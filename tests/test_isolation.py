@@ -13,7 +13,7 @@ import re
 
 import pytest
 
-from tests.conftest import Browser, photo_bytes
+from tests.helpers import Browser, photo_bytes
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from PIL import Image
 from werkzeug.datastructures import FileStorage, MultiDict
 from werkzeug.test import encode_multipart
 
-from tests.conftest import REPO, Browser, make_app
+from tests.helpers import REPO, Browser, make_app
 from tests.plugins import gate_plugin
 from tests.synthetic import make_lesion_photo
 from webapp.interfaces import Condition, PromptBank, TemplateSet

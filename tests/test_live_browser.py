@@ -22,13 +22,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import CHROMIUM  # noqa: E402
+from tests.helpers import CHROMIUM  # noqa: E402
 if not CHROMIUM.exists():
     pytest.skip("Debian's Chromium (/usr/bin/chromium) is not installed; `make test` installs it", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
 expect = sync_api.expect
 
-from tests.conftest import CHROMIUM_ARGS, make_app, serving  # noqa: E402
+from tests.helpers import CHROMIUM_ARGS, make_app, serving  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 NCI_PHOTO = SHARED_DATA / "nci-melanoma-1800x1010.jpg"

@@ -14,7 +14,7 @@ from PIL import Image
 
 from plugins.medsiglip import MedSigLIPClassifier, register_classifiers, register_explainers
 from plugins.medsiglip.classifier import TextTowerReleased, load_failure
-from tests.conftest import small_bank
+from tests.helpers import small_bank
 from webapp.interfaces import Classifier, Condition, ModelUnavailable, PromptBank, TemplateSet
 
 
@@ -280,14 +280,22 @@ def test_a_models_own_code_never_runs(tiny_model_dir, tmp_path):
         assert type(classifier.model).__module__.startswith("transformers.")
 
 
-def test_the_loader_never_trusts_remote_code_and_asks_for_safetensors():
-    import inspect
+def test_the_loader_refuses_pickled_weights(tiny_model_dir, tmp_path):
+    """Only safetensors are loaded: the same weights as a pickle (pytorch_model.bin) are refused, never unpickled."""
+    import shutil
 
-    import plugins.medsiglip.classifier as module
+    import torch
+    from safetensors.torch import load_file
 
-    source = inspect.getsource(module)
-    assert "trust_remote_code" not in source
-    assert "use_safetensors=True" in source
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny_model_dir, folder)
+    weights = folder / "model.safetensors"
+    torch.save(load_file(str(weights)), folder / "pytorch_model.bin")
+    weights.unlink()
+    classifier = MedSigLIPClassifier(str(folder))
+    with pytest.raises(ModelUnavailable):
+        classifier.load()
+    assert not classifier.is_loaded
 
 
 def test_offline_hub_id_never_touches_the_network(monkeypatch):

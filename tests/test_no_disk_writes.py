@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import NCI_PHOTO, multipart, photo_bytes
+from tests.helpers import NCI_PHOTO, multipart, photo_bytes
 
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 IGNORED_PREFIXES = ("/dev/", "/proc/", "/sys/")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_app
+from tests.helpers import make_app
 from webapp.interfaces import Classifier, ClinicalApp, Detector, Explainer, PromptBank
 from webapp.plugins import PluginError, build_registry, make_plugin_manager
 
@@ -117,7 +117,7 @@ def test_hook_alert_raised(tiny_model_dir):
     from werkzeug.datastructures import FileStorage, MultiDict
     from werkzeug.test import encode_multipart
 
-    from tests.conftest import Browser
+    from tests.helpers import Browser
     from tests.plugins import alert_recorder
     from tests.synthetic import make_lesion_photo
     from webapp.live import Alert

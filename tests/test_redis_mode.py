@@ -11,7 +11,7 @@ import re
 import pytest
 import redis
 
-from tests.conftest import Browser, make_app, photo_bytes
+from tests.helpers import Browser, make_app, photo_bytes
 from tests.redis_server import free_port, redis_server
 from webapp.redis_store import session_key
 

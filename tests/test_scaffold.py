@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Browser, make_app, photo_bytes
+from tests.helpers import Browser, make_app, photo_bytes
 from webapp.cli import main as privascan
 from webapp.prompt_bank import load_prompt_bank
 

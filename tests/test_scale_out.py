@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import multipart, photo_bytes
+from tests.helpers import multipart, photo_bytes
 from tests.redis_server import free_port, redis_server
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from tests.conftest import Browser, make_app, multipart, photo_bytes
+from tests.helpers import Browser, make_app, multipart, photo_bytes
 
 STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
 

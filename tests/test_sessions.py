@@ -16,7 +16,7 @@ import weakref
 import pytest
 
 import webapp.sessions
-from tests.conftest import Browser, jpeg_bytes, make_app, multipart, photo_bytes
+from tests.helpers import Browser, jpeg_bytes, make_app, multipart, photo_bytes
 
 
 def words(response) -> str:

@@ -12,7 +12,7 @@ import re
 import pytest
 from PIL import Image
 
-from tests.conftest import NCI_PHOTO, Browser, jpeg_bytes, make_app, photo_bytes
+from tests.helpers import NCI_PHOTO, Browser, jpeg_bytes, make_app, photo_bytes
 
 
 def cards(html: str) -> list[str]:
@@ -206,14 +206,23 @@ def wait_for_worker(app):
 
 
 def test_analyze_one_photo_polls_then_shows_the_result(app, browser):
+    import threading
+
+    from webapp.worker import Job
+
     browser.upload((NCI_PHOTO.read_bytes(), "melanoma.jpg"))
     photo_id = browser.photo_ids()[0]
-    queued = browser.post(f"/photos/{photo_id}/analyze")
-    html = queued.get_data(as_text=True)
-    assert queued.status_code == 200
-    assert re.search(r"Queued|Analysing|Analysed", html)
-    if "Analysed" not in html:
+    # Hold the worker with another job, so the photo is certainly still queued when its card comes back.
+    gate = threading.Event()
+    app.extensions["privascan_worker"].submit(Job("hold", lambda: gate.wait(60)))
+    try:
+        queued = browser.post(f"/photos/{photo_id}/analyze")
+        html = queued.get_data(as_text=True)
+        assert queued.status_code == 200
+        assert "Queued" in html
         assert 'hx-trigger="every 1s"' in html  # the card polls itself
+    finally:
+        gate.set()
     wait_for_worker(app)
     card = browser.get(f"/photos/{photo_id}/card").get_data(as_text=True)
     assert "Analysed" in card and 'hx-trigger="every 1s"' not in card  # polling stopped
@@ -261,7 +270,7 @@ def test_a_tiny_photo_gets_a_plain_answer_not_a_label(app, browser):
     browser.post(f"/photos/{photo_id}/analyze")
     wait_for_worker(app)
     card = browser.get(f"/photos/{photo_id}/card").get_data(as_text=True)
-    assert "too small" not in card or "Most likely" not in card
+    assert "Most likely" not in card  # no label for a photo that was not analysed
     assert "only 40x30 pixels" in card
 
 
@@ -319,16 +328,28 @@ def test_debug_rules_apply_to_stored_scores_without_rerunning(app, browser):
     photo_id = browser.photo_ids()[0]
     browser.post(f"/photos/{photo_id}/analyze")
     wait_for_worker(app)
+    # Count vision passes where every analysis makes one: the classifier's embedding of a crop
+    # and the explainer's combined pass (a full analysis uses the latter).
     calls = []
-    classifier = app.extensions["privascan_registry"].classifiers["medsiglip"]
-    original = classifier.classify
-    classifier.classify = lambda *a, **k: calls.append(1) or original(*a, **k)
-    browser.post("/settings?debug=1", data={"entropy_limit_bits": "0"})
-    card = message_text(browser.get(f"/photos/{photo_id}/card"))
-    assert "Low reliability" in card  # every ranking is above 0 bits
-    browser.post("/settings?debug=1", data={"entropy_limit_bits": "10"})
-    assert "Low reliability" not in message_text(browser.get(f"/photos/{photo_id}/card"))
-    assert calls == []
+    registry = app.extensions["privascan_registry"]
+    classifier, explainer = registry.classifiers["medsiglip"], registry.explainers["medsiglip-gradcam"]
+    embed, explain = classifier.embed_crops, explainer.explain
+    classifier.embed_crops = lambda *a, **k: calls.append("embed") or embed(*a, **k)
+    explainer.explain = lambda *a, **k: calls.append("explain") or explain(*a, **k)
+    try:
+        # The spy sees a real analysis: it counts what a re-run would cost.
+        browser.post(f"/photos/{photo_id}/analyze")
+        wait_for_worker(app)
+        assert calls, "the spies saw no vision pass, so they could not catch a re-run"
+        calls.clear()
+        browser.post("/settings?debug=1", data={"entropy_limit_bits": "0"})
+        card = message_text(browser.get(f"/photos/{photo_id}/card"))
+        assert "Low reliability" in card  # every ranking is above 0 bits
+        browser.post("/settings?debug=1", data={"entropy_limit_bits": "10"})
+        assert "Low reliability" not in message_text(browser.get(f"/photos/{photo_id}/card"))
+        assert calls == []  # the debug rules re-read the stored scores: no vision pass
+    finally:
+        classifier.embed_crops, explainer.explain = embed, explain
 
 
 # -- sessions, isolation, CSRF ---------------------------------------------------
