@@ -24,7 +24,7 @@ from PIL import Image
 
 from webapp.interfaces import Classifier, Explanation, PromptBank, TemplateSet
 
-from .classifier import MedSigLIPClassifier, build_scores
+from .classifier import MedSigLIPClassifier, build_scores, unit_embeddings
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -65,11 +65,13 @@ def _bank_head_module():
             self._classifier = classifier
             self._text = text_embeddings
             self.similarities: torch.Tensor | None = None
+            self.features: torch.Tensor | None = None
 
         def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
             features = self.vision_model(pixel_values=pixel_values).pooler_output
             logits, similarities = self._classifier.logits_from_image_features(features, self._text)
             self.similarities = similarities.detach()
+            self.features = features.detach()  # the image embedding of this very pass
             return logits
 
     return BankLogits
@@ -138,6 +140,7 @@ class MedSigLIPGradCAM:
             cam.activations_and_grads.release()
             head.zero_grad(set_to_none=True)  # free the last layer's weight gradients
         scores = build_scores(condition_ids, target.logits, head.similarities[0])
+        scores.embedding = unit_embeddings(head.features)[0]
         heatmap = np.clip(np.nan_to_num(heatmaps[0].astype(np.float32)), 0.0, 1.0)
         return Explanation(scores=scores, condition_id=condition_ids[target.index], heatmap=heatmap)
 
