@@ -34,7 +34,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from .bank_overrides import apply_bank_overrides
     from .plugins import build_registry, make_plugin_manager
     from .models import ModelManager
-    from .views import api, live, pages, photos
+    from .views import api, lesions, live, pages, photos, reports, results
 
     Htmx(app)
     sessions.init_app(app)  # after Htmx: it installs the in-memory request class
@@ -55,6 +55,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(photos.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(live.bp)
+    app.register_blueprint(lesions.bp)
+    app.register_blueprint(reports.bp)
+    results.init_context(app)
 
     if app.config["LOAD_MODELS_AT_START"]:
         models.start()

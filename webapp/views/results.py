@@ -151,6 +151,7 @@ def init_context(app) -> None:
             "lesion_of": (lambda photo: lesion_model.lesion_of(data, photo.id)) if data else (lambda photo: None),
             "lesions_in_session": list(data.lesions.values()) if data else [],
             "suggestion_for": (lambda photo: lesion_model.suggest(data, photo, similarity_threshold())) if data else (lambda photo: None),
+            "photo_by_id": (lambda photo_id: data.photos.get(photo_id)) if data else (lambda photo_id: None),
             "session_summary": session_summary,
             "summary_of": summary_of,
         }
