@@ -212,6 +212,22 @@ def run_workflow(port: int, say) -> list[str]:
         raise RuntimeError("the JSON API answered without the heatmap asked for")
     api.close()
     say("  JSON API: the 8 MB photo analysed with a heatmap")
+    api = Client(port, timeout=120)
+    reply = expect(api.post("/api/analyze?fhir=1&crop=1", [("image", (big, "api.jpg"))], htmx=False), "the JSON API as FHIR")
+    if b'"DiagnosticReport"' not in reply.body:
+        raise RuntimeError("the JSON API with fhir=1 answered without a DiagnosticReport")
+    api.close()
+    # Lesions, comparison, reports and exports (issue 15): all made in memory on request.
+    expect(person.post(f"/photos/{ids[2]}/lesion", [("lesion", "new"), ("name", "Arm mole"), ("site", "forearm")]), "grouping a lesion")
+    lesion = re.search(r'href="/lesions/([\w-]+)"', person.get("/", htmx=False).text)
+    if lesion is None:
+        raise RuntimeError("the grouped lesion is not linked from the page")
+    expect(person.post(f"/photos/{ids[3]}/lesion", [("lesion", lesion.group(1))]), "adding a photo to the lesion")
+    for path in (f"/lesions/{lesion.group(1)}", f"/report/lesions/{lesion.group(1)}", f"/report/photos/{first}", "/report/session",
+                 f"/export/photos/{first}.fhir.json", "/export/session.fhir.json?crop=1", "/export/session.csv",
+                 "/export/session.json", f"/export/lesions/{lesion.group(1)}.fhir.json"):
+        expect(person.get(path, htmx=False), path)
+    say("  lesion grouped and compared; photo, lesion and session reports; FHIR, CSV and JSON exports; API fhir=1")
     if person.get("/live").status == 200:
         expect(person.post("/live/start"), "starting a live scan")
         frame = encode(lesion_photo(5, 640, 480), "JPEG", quality=80)

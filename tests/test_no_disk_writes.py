@@ -108,6 +108,17 @@ def test_full_workflow_writes_nothing_to_disk(app, browser, recording):
         assert browser.get(f"/photos/{ids[0]}/{path}").status_code == 200
     api = browser.client.post("/api/analyze?explain=1", **multipart([("image", (photos[0][0], "x.jpg"))]))
     assert api.status_code == 200
+    fhir_api = browser.client.post("/api/analyze?fhir=1&crop=1", **multipart([("image", (photos[3][0], "x.png"))]))
+    assert fhir_api.status_code == 200 and fhir_api.get_json()["resourceType"] == "Bundle"
+    # Lesions, comparison, reports and exports (issue 15): all made in memory.
+    assert browser.post(f"/photos/{ids[2]}/lesion", data={"lesion": "new", "name": "Arm", "site": "forearm"}).status_code == 200
+    data = next(iter(app.extensions["privascan_store"]._sessions.values()))
+    lesion_id = next(iter(data.lesions))
+    assert browser.post(f"/photos/{ids[3]}/lesion", data={"lesion": lesion_id}).status_code == 200
+    for path in (f"/lesions/{lesion_id}", f"/report/lesions/{lesion_id}", f"/report/photos/{ids[0]}", "/report/session",
+                 f"/export/photos/{ids[0]}.fhir.json", "/export/session.fhir.json?crop=1", "/export/session.csv",
+                 "/export/session.json", f"/export/lesions/{lesion_id}.fhir.json"):
+        assert browser.get(path, htmx=False).status_code == 200, path
     if "live.frame" in app.view_functions:  # live scan: frames, a heatmap of the last one, the alert log
         bank = app.extensions["privascan_registry"].banks["dermatology"]
         thresholds = {f"threshold_{c.id}": "0" for c in bank.conditions}  # every frame in view alerts

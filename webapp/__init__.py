@@ -37,7 +37,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from .bank_overrides import apply_bank_overrides
     from .plugins import build_registry, make_plugin_manager
     from .models import ModelManager
-    from .views import api, live, pages, photos
+    from .views import api, lesions, live, pages, photos, reports, results
 
     if app.config.get("REDIS_URL"):
         _connect_redis_or_exit(app)
@@ -63,6 +63,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(live.bp)
     metrics.init_app(app)
+    app.register_blueprint(lesions.bp)
+    app.register_blueprint(reports.bp)
+    results.init_context(app)
 
     # Scale-out mode: web replicas load no model (the workers do; `privascan worker` sets ROLE).
     web_replica_of_fleet = app.config.get("REDIS_URL") and app.config.get("ROLE") != "worker"

@@ -83,6 +83,8 @@ def config_from_environment() -> dict:
         "LIVE_NEEDED": int(_number("PRIVASCAN_LIVE_NEEDED", 3)),
         "LIVE_GAP": _number("PRIVASCAN_LIVE_GAP", 0.05),
         "LIVE_LOG_LIMIT": int(_number("PRIVASCAN_LIVE_LOG_LIMIT", 500)),  # alerts kept per session
+        # Cosine similarity of two crops' image embeddings from which "same lesion?" is asked (docs/lesions.md).
+        "SAME_LESION_SIMILARITY": _number("PRIVASCAN_SAME_LESION_SIMILARITY", 0.90),
         "FRAME_ANCESTORS": os.environ.get("PRIVASCAN_FRAME_ANCESTORS", "'none'"),
         "SESSION_COOKIE_SECURE": _flag("PRIVASCAN_SECURE_COOKIE", True),
         # Behind a TLS-terminating reverse proxy: trust its X-Forwarded-* headers.

@@ -185,6 +185,10 @@ class Scores:
     logits: np.ndarray
     probabilities: np.ndarray  # softmax over the bank
     similarities: np.ndarray  # raw cosine similarities
+    # The image's own unit-norm embedding from the same vision pass (float32), kept with
+    # the result so lesions can be matched across photos (webapp/lesions.py); None when
+    # the classifier does not expose one.
+    embedding: np.ndarray | None = None
 
 
 @dataclass

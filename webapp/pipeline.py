@@ -78,7 +78,8 @@ class AnalysisResult:
 
     @property
     def size_bytes(self) -> int:
-        return len(self.crop_jpeg) + len(self.heatmap_png)
+        embedding = self.scores.embedding if self.scores is not None else None
+        return len(self.crop_jpeg) + len(self.heatmap_png) + (embedding.nbytes if embedding is not None else 0)
 
 
 class Stopwatch:

@@ -62,6 +62,11 @@ class SessionData:
     # Scale-out mode only: the key this session's values are sealed with in
     # Redis (the browser holds it); None in the embedded store.
     secret: bytes | None = None
+    # Photos the user grouped as one lesion (webapp/lesions.py): id -> Lesion. Each
+    # lesion holds at least one of this session's photos, so the photo cap bounds it.
+    lesions: OrderedDict[str, Any] = field(default_factory=OrderedDict)
+    # (photo id, candidate) pairs the user answered "not the same lesion" to.
+    declined_matches: set[tuple[str, str]] = field(default_factory=set)
 
     @property
     def size_bytes(self) -> int:
@@ -134,6 +139,8 @@ class SessionStore:
             # worker still holds the SessionData object.
             data.photos.clear()
             data.live = None
+            data.lesions.clear()
+            data.declined_matches.clear()
 
     def _expired(self, data: SessionData, now: float) -> bool:
         return now - data.last_seen > self.idle_seconds or now - data.created > self.lifetime_seconds
@@ -182,8 +189,15 @@ class SessionStore:
             return data.photos.get(photo_id)
 
     def remove_photo(self, data: SessionData, photo_id: str) -> bool:
+        from .lesions import forget_photo
+
         with self._lock:
+            forget_photo(data, photo_id)  # a deleted photo leaves its lesion (an empty lesion goes)
             return data.photos.pop(photo_id, None) is not None
+
+    def locked(self):
+        """The store's lock, for a compound change to one session's data (webapp/lesions.py)."""
+        return self._lock
 
     def update_photo(self, store_id: str, photo_id: str, secret: bytes | None = None, **changes: Any) -> bool:
         """Set fields of a photo if its session and the photo still exist (a worker's write-back)."""

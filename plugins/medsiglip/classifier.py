@@ -95,6 +95,13 @@ def build_scores(condition_ids: Sequence[str], logits: "torch.Tensor", similarit
     )
 
 
+def unit_embeddings(image_features: "torch.Tensor"):
+    """Pooled image features (B, d) as unit-norm float32 numpy rows: what lesion matching compares."""
+    import torch.nn.functional as F
+
+    return F.normalize(image_features.detach().float(), dim=-1).to("cpu").numpy()
+
+
 def load_failure(exc: BaseException, model: str, *, offline: bool, have_token: bool) -> ModelUnavailable:
     """Translate a loading exception (hub, transformers, OS) into a reason and advice a clinic can act on."""
     from huggingface_hub import errors as hub_errors
@@ -511,4 +518,7 @@ class MedSigLIPClassifier:
         condition_ids = [condition.id for condition in bank.conditions]
         with torch.inference_mode():
             logits, similarities = self.logits_from_image_features(image_features, text)
-        return [build_scores(condition_ids, logits[i], similarities[i]) for i in range(image_features.shape[0])]
+        scores = [build_scores(condition_ids, logits[i], similarities[i]) for i in range(image_features.shape[0])]
+        for row, score in zip(unit_embeddings(image_features), scores):
+            score.embedding = row
+        return scores

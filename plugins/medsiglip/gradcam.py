@@ -24,7 +24,7 @@ from PIL import Image
 
 from webapp.interfaces import Classifier, Explanation, PromptBank, TemplateSet
 
-from .classifier import MedSigLIPClassifier, build_scores
+from .classifier import MedSigLIPClassifier, build_scores, unit_embeddings
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -67,9 +67,11 @@ def _bank_head_module():
             self._adapter = adapter
             self.similarities: torch.Tensor | None = None
             self.zero_shot: tuple[torch.Tensor, torch.Tensor] | None = None
+            self.features: torch.Tensor | None = None
 
         def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
             features = self.vision_model(pixel_values=pixel_values).pooler_output
+            self.features = features.detach()  # the image embedding of this very pass
             if self._adapter is not None:
                 # A clinic's adapter scores the same pooled features: the heatmap explains its logit.
                 # The zero-shot logits of the same features are kept for comparison (no second pass).
@@ -157,6 +159,7 @@ class MedSigLIPGradCAM:
             head.zero_grad(set_to_none=True)  # free the last layer's weight gradients
         scores = build_scores(condition_ids, target.logits, head.similarities[0])
         zero_shot = build_scores(bank_ids, head.zero_shot[0], head.zero_shot[1][0]) if head.zero_shot else None
+        scores.embedding = unit_embeddings(head.features)[0]
         heatmap = np.clip(np.nan_to_num(heatmaps[0].astype(np.float32)), 0.0, 1.0)
         return Explanation(scores=scores, condition_id=condition_ids[target.index], heatmap=heatmap, zero_shot_scores=zero_shot)
 

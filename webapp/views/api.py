@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import base64
+import json
 
 from flask import Blueprint, abort, current_app, request
 
 from ..jobs import NotReady, QueueFull, WorkerTimeout, analyse_once
 from ..images import ImageRejected, safe_decode
 from ..pipeline import read
+from ..fhir_export import ReportItem, export_bundle
+from ..result_summary import summarise
 from .common import bank_for
+from .results import provenance_of
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -30,13 +34,33 @@ def analyze():
         abort(exc.status, description=exc.message)
     del raw
     explain = request.args.get("explain") in {"1", "true", "yes"}
+    as_fhir = request.args.get("fhir") in {"1", "true", "yes"}
     try:
         clinical_app, result = analyse_once(decoded.image, settings, explain, float(current_app.config["API_TIMEOUT"]))
     except (NotReady, QueueFull, WorkerTimeout) as exc:
         abort(503, description=exc.message)
     finally:
         del decoded  # the image lives on only inside the job, which drops it
+    if as_fhir:
+        return fhir_json(clinical_app, result)
     return result_json(clinical_app, result, explain)
+
+
+def fhir_json(clinical_app, result):
+    """``fhir=1``: the result as a FHIR R4 Bundle (DiagnosticReport, Observations, Devices, Provenance)."""
+    if not result.analysed:
+        abort(422, description=" ".join(result.notes) or "The image could not be analysed, so there is no report.")
+    bank = bank_for(clinical_app)
+    reading = read(result, bank)
+    thresholds = {c.id: c.alert_threshold for c in bank.conditions}
+    item = ReportItem(
+        title="API image", taken_on=None, result=result, reading=reading,
+        summary=summarise(result, reading, bank, thresholds), thresholds=thresholds,
+        provenance=provenance_of(result), template_set_label=bank.template_set(result.template_set_id).label,
+        crop_jpeg=result.crop_jpeg,
+    )
+    bundle = export_bundle([item], include_crop=request.args.get("crop") == "1")
+    return current_app.response_class(json.dumps(bundle, ensure_ascii=False), mimetype="application/fhir+json")
 
 
 def _settings_from_query() -> dict:
