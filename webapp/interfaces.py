@@ -212,6 +212,9 @@ class Scores:
     logits: np.ndarray
     probabilities: np.ndarray  # softmax over the bank
     similarities: np.ndarray  # raw cosine similarities
+    # Softmax over the bank's scope prompts (``bank.scope.prompts`` order), from
+    # the same image embedding; None when the bank or classifier has no scope gate.
+    scope_probabilities: np.ndarray | None = None
 
 
 @dataclass

@@ -64,11 +64,13 @@ def _bank_head_module():
             self._classifier = classifier
             self._text = text_embeddings
             self.similarities: torch.Tensor | None = None
+            self.features: torch.Tensor | None = None
 
         def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
             features = self.vision_model(pixel_values=pixel_values).pooler_output
             logits, similarities = self._classifier.logits_from_image_features(features, self._text)
             self.similarities = similarities.detach()
+            self.features = features.detach()  # for the scope gate: same pass, no second forward
             return logits
 
     return BankLogits
@@ -136,6 +138,9 @@ class MedSigLIPGradCAM:
             cam.activations_and_grads.release()
             head.zero_grad(set_to_none=True)  # free the last layer's weight gradients
         scores = build_scores(condition_ids, target.logits, head.similarities[0])
+        scope = classifier.scope_probabilities(head.features, bank)
+        if scope is not None:
+            scores.scope_probabilities = scope[0]
         heatmap = np.clip(np.nan_to_num(heatmaps[0].astype(np.float32)), 0.0, 1.0)
         return Explanation(scores=scores, condition_id=condition_ids[target.index], heatmap=heatmap)
 
