@@ -63,6 +63,7 @@ class Interpretation:
     alerts: list[str]  # ids whose probability reached their own alert_threshold
     steps: list[str]  # the reasoning in words, for the debug panel
     rules: InterpretationRules = field(default_factory=InterpretationRules)
+    triage: "Triage | None" = None  # set by webapp.pipeline.read: the headline tier with the gates' verdicts
 
     @property
     def top(self) -> RankedCondition:

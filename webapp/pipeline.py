@@ -15,12 +15,16 @@ from typing import Callable
 
 from PIL import Image
 
+from .calibration import calibrated_scores
 from .cropping import square_crop
 from .images import MIN_ANALYSABLE_SIDE, encode_jpeg
 from .interfaces import Box, ClinicalApp, Detection, Scores
-from .interpret import interpret
+from .interpret import Triage, interpret, triage
 from .plugins import Registry
+from .quality import QualityReport, assess_quality
 from .render import heatmap_overlay_png
+from .scope import ScopeVerdict, judge_scope
+from .skin_tone import SkinTone, estimate_skin_tone
 
 CROP_SIZE = 448
 
@@ -38,10 +42,27 @@ class AnalysisResult:
     heatmap_condition_id: str = ""
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    # The gates (issue 12), plain fields so pages, the API, reports and exports read them alike.
+    quality: QualityReport | None = None  # None: not run (photo too small to measure)
+    scope: ScopeVerdict | None = None  # None: no classification ran
+    skin_tone: SkinTone | None = None  # dermatology only, when there was skin to measure
+    low_quality: bool = False  # analysed although the quality gate failed ("Analyse anyway")
+    calibrated: bool = False  # probabilities from the clinic's fitted temperature
+    triage: Triage | None = None  # the headline tier under the bank's own rules
 
     @property
     def analysed(self) -> bool:
         return self.scores is not None
+
+    @property
+    def assessable(self) -> bool:
+        return self.triage is not None and self.triage.assessable
+
+    @property
+    def tier(self) -> str:
+        from .interfaces import CANT_ASSESS
+
+        return self.triage.tier if self.triage is not None else CANT_ASSESS
 
     @property
     def size_bytes(self) -> int:
@@ -76,7 +97,17 @@ def analyse_image(
     template_set_id: str | None = None,
     explain: bool = True,
     on_stage: Callable[[str], None] | None = None,
+    analyse_anyway: bool = False,
+    demo: bool = False,
 ) -> AnalysisResult:
+    """Locate, gate, crop, classify (and explain) one photo.
+
+    The quality gate runs before the forward pass: a failed gate returns a
+    "Can't assess" result with its retake hints and no scores, unless
+    ``analyse_anyway`` (then the result is marked low quality). The scope gate
+    reads the same forward pass; out of scope, the scores are dropped.
+    ``demo``: random weights, so the zero-shot scope gate cannot judge.
+    """
     bank = registry.banks[app.bank]
     template_set = bank.template_set(template_set_id if template_set_id in {t.id for t in bank.template_sets} else None)
     clock = Stopwatch(on_stage)
@@ -87,6 +118,8 @@ def analyse_image(
             f"This photo is only {image.width}x{image.height} pixels; at least {MIN_ANALYSABLE_SIDE} pixels "
             "per side are needed to analyse it. Please take a closer, sharper photo."
         )
+        result.triage = triage(None, bank)
+        result.triage.reasons = list(result.notes)
         return result
 
     detection = None
@@ -100,11 +133,21 @@ def analyse_image(
             )
     result.detection = detection
 
+    classifier = registry.classifiers[app.classifier]
+    input_size = int(getattr(classifier, "input_size", CROP_SIZE) or CROP_SIZE)
     with clock.stage("crop", "cropping"):
-        crop, region = square_crop(image, detection.box if detection else None, size=CROP_SIZE)
+        crop, region = square_crop(image, detection.box if detection else None, size=input_size)
     result.crop_region = region
 
-    classifier = registry.classifiers[app.classifier]
+    with clock.stage("quality", "checking the picture"):
+        result.quality, result.skin_tone = check_picture(image, bank, detection, region, input_size)
+    if not result.quality.passed and not analyse_anyway:
+        with clock.stage("encode", "finishing"):
+            result.crop_jpeg = encode_jpeg(crop, quality=90)  # the card shows what was judged
+        result.triage = triage(None, bank, result.quality)
+        result.timings = clock.timings
+        return result
+    result.low_quality = not result.quality.passed
     explainer = registry.explainers.get(app.explainer) if (explain and app.explainer) else None
     if explainer is not None:
         with clock.stage("classify_and_explain", "classifying and explaining"):
@@ -117,10 +160,36 @@ def analyse_image(
         with clock.stage("classify", "classifying"):
             result.scores = classifier.classify(crop, bank, template_set)
 
+    # Random weights (demo mode, the tests' tiny model) cannot judge scope.
+    result.scope = judge_scope(result.scores, bank, demo=demo or not getattr(classifier, "judges_scope", True))
+    if result.scope.in_scope is False:
+        # No result for a picture this app is not made for: not even a heatmap.
+        result.scores, result.heatmap_png, result.heatmap_condition_id = None, b"", ""
+    elif bank.temperature is not None:
+        result.scores = calibrated_scores(result.scores, bank.temperature)
+        result.calibrated = True
+
     with clock.stage("encode", "finishing"):
         result.crop_jpeg = encode_jpeg(crop, quality=90)
+    if result.scores is not None:
+        result.triage = read(result, bank).triage
+    else:
+        result.triage = triage(None, bank, result.quality, result.scope, analyse_anyway=result.low_quality)
     result.timings = clock.timings
     return result
+
+
+def check_picture(
+    image: Image.Image, bank, detection: Detection | None, region: Box, input_size: int
+) -> tuple[QualityReport, SkinTone | None]:
+    """The quality gate on the region the classifier will see, and the skin tone around the finding."""
+    visible = (max(0, region.x0), max(0, region.y0), min(image.width, region.x1), min(image.height, region.y1))
+    finding = detection.box.as_list() if detection else None
+    report = assess_quality(image, bank.quality, region=visible, finding=finding, input_size=input_size)
+    tone = None
+    if bank.triage.skin_tone_caution_bands:
+        tone = estimate_skin_tone(image, finding, visible)
+    return report, tone
 
 
 def explain_condition(
@@ -129,14 +198,25 @@ def explain_condition(
     """A heatmap for another condition, on exactly the crop the result was computed on."""
     bank = registry.banks[app.bank]
     template_set = bank.template_set(result.template_set_id)
-    crop, _ = square_crop(image, result.detection.box if result.detection else None, size=CROP_SIZE)
+    size = int(getattr(registry.classifiers[app.classifier], "input_size", CROP_SIZE) or CROP_SIZE)
+    crop, _ = square_crop(image, result.detection.box if result.detection else None, size=size)
     explainer = registry.explainers[app.explainer]
     explanation = explainer.explain(registry.classifiers[app.classifier], crop, bank, template_set, condition_id)
     return heatmap_overlay_png(crop, explanation.heatmap)
 
 
 def read(result: AnalysisResult, bank, rules=None):
-    """Interpret a result's stored scores; a photo whose finding was not located never reads as confident."""
+    """Interpret a result's stored scores; a photo whose finding was not located never reads as confident.
+
+    The reading carries the triage (tier, whether advice may be shown) under
+    the same rules, so the debug panel's changed rules change the tier too.
+    """
+    reading = _read_scores(result, bank, rules)
+    verdict = triage(reading, bank, result.quality, result.scope, analyse_anyway=result.low_quality)
+    return dataclasses.replace(reading, triage=verdict, steps=[*reading.steps, *verdict.steps])
+
+
+def _read_scores(result: AnalysisResult, bank, rules=None):
     reading = interpret(result.scores, bank, rules)
     if result.detection is None and result.notes:
         fallback = (rules or bank.rules).fallback_confidence

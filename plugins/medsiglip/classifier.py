@@ -215,6 +215,11 @@ class MedSigLIPClassifier:
         return self.model is not None
 
     @property
+    def judges_scope(self) -> bool:
+        """Whether the zero-shot scope gate means anything: not with random weights (demo, tests)."""
+        return self.model is not None and not getattr(self.model.config, "privascan_random_weights", False)
+
+    @property
     def text_tower_released(self) -> bool:
         return self.model is not None and self.model.text_model is None
 
