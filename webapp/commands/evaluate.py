@@ -23,6 +23,9 @@ from ..prompt_bank import load_prompt_bank
 from .loading import CommandError, Progress, add_model_arguments, load_runtime, reports_errors
 
 
+SKIN_TONE_SUBGROUP = "skin tone (estimated ITA band)"
+
+
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "eval",
@@ -101,6 +104,11 @@ def run(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     analysed = [o for o in outcomes if o.analysed]
+    if not dataset.subgroup_column and any(o.skin_tone_band for o in analysed):
+        # No skin-type column: the estimated ITA band is the subgroup (docs/clinical-safety.md).
+        dataset = dataclasses.replace(dataset, subgroup_column=SKIN_TONE_SUBGROUP)
+        for o in outcomes:
+            o.image = dataclasses.replace(o.image, subgroup=o.skin_tone_band or "not estimated")
     if not analysed:
         reasons = sorted({o.reason for o in outcomes})
         raise CommandError("no image could be analysed: " + "; ".join(reasons[:3]))
