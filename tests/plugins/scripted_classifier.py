@@ -4,9 +4,10 @@ The tiny random MedSigLIP cannot tell skin from an X-ray, so tests of the
 scope gate and the triage tiers use this classifier instead, through the same
 plugin hooks and pipeline as the real one. It scores an image by what a test
 put in ``SCRIPT`` (condition id -> probability; uniform when empty) and its
-scope by the picture's colour: a colourful picture is "in scope" with
-``IN_SCOPE_COLOURFUL``, a grey one with ``IN_SCOPE_GREY`` (shares of the scope
-softmax, spread evenly over the bank's in-scope and out-of-scope prompts).
+scope by the picture's colour: a picture whose colour is what the bank's
+quality limits ask for (colourful for skin, grey for a chest X-ray) gets the
+in-scope share ``IN_SCOPE_MATCH``, any other ``IN_SCOPE_OTHER`` (shares of the
+scope softmax, spread evenly over the bank's in-scope and out-of-scope prompts).
 Every classified crop's size is recorded, so a test can check what the
 classifier was given.
 """
@@ -20,16 +21,16 @@ from webapp.interfaces import ClinicalApp, PromptBank, Scores, TemplateSet
 from webapp.quality import colourfulness
 
 SCRIPT: dict[str, float] = {}
-IN_SCOPE_COLOURFUL = 0.9
-IN_SCOPE_GREY = 0.1
+IN_SCOPE_MATCH = 0.9
+IN_SCOPE_OTHER = 0.1
 SEEN: list[tuple[int, int]] = []
 
 
 def reset() -> None:
-    global IN_SCOPE_COLOURFUL, IN_SCOPE_GREY
+    global IN_SCOPE_MATCH, IN_SCOPE_OTHER
     SCRIPT.clear()
     SEEN.clear()
-    IN_SCOPE_COLOURFUL, IN_SCOPE_GREY = 0.9, 0.1
+    IN_SCOPE_MATCH, IN_SCOPE_OTHER = 0.9, 0.1
 
 
 class ScriptedClassifier:
@@ -56,7 +57,8 @@ class ScriptedClassifier:
         logits = np.log(np.clip(probabilities, 1e-12, None))
         scores = Scores(ids, logits, probabilities, np.zeros(len(ids)))
         if bank.scope.enabled:
-            share = IN_SCOPE_COLOURFUL if colourfulness(crop) >= 4.0 else IN_SCOPE_GREY
+            colourful = colourfulness(crop) >= 4.0
+            share = IN_SCOPE_MATCH if colourful == (bank.quality.colour != "greyscale") else IN_SCOPE_OTHER
             n_in, n_out = len(bank.scope.in_scope), len(bank.scope.out_of_scope)
             scores.scope_probabilities = np.array([share / n_in] * n_in + [(1 - share) / n_out] * n_out)
         return scores
