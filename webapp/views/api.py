@@ -8,6 +8,7 @@ from flask import Blueprint, abort, current_app, request
 
 from ..analysis import NotReady, QueueFull, analyse_now
 from ..images import ImageRejected, safe_decode
+from ..gate_fields import gate_fields
 from ..pipeline import read
 from .common import bank_for
 
@@ -66,10 +67,12 @@ def result_json(record, result, explain: bool) -> dict:
         "risk": "unknown",
         "confidence": "not analysed",
     }
+    bank = bank_for(record)
+    body.update(gate_fields(result, bank))
     if not result.analysed:
         return body
-    bank = bank_for(record)
     reading = read(result, bank)
+    body.update(gate_fields(result, bank, reading))
     body.update(
         conditions=[
             {
@@ -82,7 +85,12 @@ def result_json(record, result, explain: bool) -> dict:
             }
             for item in reading.ranking
         ],
-        headline={"id": reading.headline.id, "label": reading.headline.label, "summary": reading.headline.summary},
+        # Advice only where the triage allows it: never for a result that is not assessable or unclear.
+        headline={
+            "id": reading.headline.id,
+            "label": reading.headline.label,
+            "summary": reading.headline.summary if reading.triage.show_advice else "",
+        },
         risk=reading.risk,
         confidence=reading.confidence,
         margin=round(reading.margin, 6),
