@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     from webapp.images import safe_decode
     from webapp.interfaces import ClinicalApp
     from webapp.memory import release_freed_memory
-    from webapp.pipeline import CROP_SIZE, analyse_image
+    from webapp.pipeline import analyse_image
     from webapp.plugins import Registry
     from webapp.prompt_bank import load_prompt_bank
 
@@ -134,13 +134,13 @@ def main(argv: list[str] | None = None) -> int:
         classifiers={"medsiglip": classifier},
         explainers={"medsiglip-gradcam": explainer},
     )
-    record = registry.apps["dermatology"]
+    clinical_app = registry.apps["dermatology"]
     print(f"device: {classifier.device}; model load {load_s:.2f} s; bank embeddings {embed_s:.2f} s "
           f"({len(bank.conditions)} conditions, {prompt_count} prompts, computed once); text tower released")
 
     inputs = photos(args.photos)
     warm = safe_decode(inputs[0][1], 50_000_000).image
-    analyse_image(warm, record, registry, "clinical", explain=True)  # warm-up, not counted
+    analyse_image(warm, clinical_app, registry, "clinical", explain=True)  # warm-up, not counted
     release_freed_memory()  # as the inference worker does after every job
     rss_after_warmup = rss_gb()
 
@@ -150,11 +150,11 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         image = safe_decode(data, 50_000_000).image
         row["decode"] = time.perf_counter() - started
-        result = analyse_image(image, record, registry, "clinical", explain=True)
+        result = analyse_image(image, clinical_app, registry, "clinical", explain=True)
         row.update({k: v for k, v in result.timings.items()})
         row["full_result"] = row["decode"] + sum(result.timings.values())
         # One plain vision forward (+ scoring) on the same crop, measured in the same run.
-        crop, _ = square_crop(image, result.detection.box if result.detection else None, size=CROP_SIZE)
+        crop, _ = square_crop(image, result.detection.box if result.detection else None, size=classifier.input_size)
         started = time.perf_counter()
         classifier.classify(crop, bank, template_set)
         row["vision_forward"] = time.perf_counter() - started
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
           f"peak so far {peak_rss_gb():.2f} GB")
 
     if args.int8:
-        measure_int8(classifier, bank, template_set, inputs, registry, record)
+        measure_int8(classifier, bank, template_set, inputs, registry, clinical_app)
 
     if args.device == "cuda" or classifier.device == "cuda":
         measure_live_batches(classifier, bank, template_set, inputs)
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def measure_int8(classifier, bank, template_set, inputs, registry, record) -> None:
+def measure_int8(classifier, bank, template_set, inputs, registry, clinical_app) -> None:
     """Dynamic int8 Linear layers on CPU: speed and fidelity against fp32 on the same crops."""
     import torch
 

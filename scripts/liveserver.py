@@ -74,7 +74,7 @@ def prepare_first_run_caches(env: dict[str, str]) -> list[str]:
     server in the state every later start of an installed server is in.
     """
     code = (
-        "from webapp.demo import demo_model_directory; print('demo model:', demo_model_directory());"
+        "from plugins.medsiglip.demo import demo_model_directory; print('demo model:', demo_model_directory());"
         "import matplotlib, matplotlib.font_manager; print('matplotlib font cache:', matplotlib.get_cachedir())"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=False, timeout=600)

@@ -72,3 +72,25 @@ def test_model_not_loaded_is_503(tiny_model_dir, tmp_path):
     assert "not available" in response.get_json()["error"]
     assert response.headers["Retry-After"] == "30"
     app.extensions["privascan_worker"].stop()
+
+
+def test_an_api_timeout_is_a_503_and_the_job_never_runs_later(tiny_model_dir):
+    """Force the timeout: the worker is busy with another job for longer than the API waits."""
+    import threading
+
+    from webapp.worker import Job
+
+    app = make_app(tiny_model_dir, API_TIMEOUT=0.2)
+    worker = app.extensions["privascan_worker"]
+    gate = threading.Event()
+    worker.submit(Job("busy", lambda: gate.wait(30)))
+    try:
+        response = post_image(app.test_client(), photo_bytes(4))
+        assert response.status_code == 503
+        assert "busy" in response.get_json()["error"]
+        assert worker.pending() == 0  # the API's job was cancelled, not left queued
+    finally:
+        gate.set()
+    assert worker.join_idle(30)
+    assert worker.current is None and worker.pending() == 0
+    app.extensions["privascan_worker"].stop()

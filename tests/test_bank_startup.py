@@ -48,6 +48,7 @@ def start(tmp_path, text: str):
             "DEFAULT_PLUGINS": ("plugins.medsiglip", "tests.plugins.bank_file_plugin"),
             "PLUGIN_ALLOWLIST": (),
             "TEST_BANK_FILE": str(bank_file),
+            "CLINICAL_APP": "bank_file",
         }
     )
 

@@ -264,15 +264,15 @@ def test_analysing_a_photo_shows_a_ranked_result_and_heatmap(page, monkeypatch):
 
     # The runner-up's heatmap on demand. A real model takes seconds, longer than
     # one poll, so make the tiny one slow too: the card must keep polling until it arrives.
-    import webapp.analysis
+    import webapp.jobs
 
-    slow_explain = webapp.analysis.explain_condition
+    slow_explain = webapp.jobs.explain_condition
 
     def explain_condition(*args, **kwargs):
         time.sleep(2.5)
         return slow_explain(*args, **kwargs)
 
-    monkeypatch.setattr(webapp.analysis, "explain_condition", explain_condition)
+    monkeypatch.setattr(webapp.jobs, "explain_condition", explain_condition)
     second = result.locator("ol.ranking > li").nth(1).locator(".label").inner_text()
     second = re.sub(r"^\d+\.\s*", "", second)
     card.get_by_role("button", name=f"Show heatmap for {second}").click()

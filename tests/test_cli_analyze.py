@@ -49,7 +49,7 @@ def direct_results(paths):
     results = {}
     for path in paths:
         image = safe_decode(Path(path).read_bytes(), 50_000_000).image
-        result = analyse_image(image, runtime.app, runtime.registry, None, explain=False)
+        result = analyse_image(image, runtime.clinical_app, runtime.registry, None, explain=False)
         results[str(path)] = (result, read(result, runtime.bank))
     return results
 

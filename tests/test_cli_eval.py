@@ -203,7 +203,6 @@ def test_arm_b_is_the_other_template_set_on_the_same_crop(compared, dataset, tin
     from plugins.dermatology.localizer import ClassicalLesionLocalizer
     from webapp.cropping import square_crop
     from webapp.images import safe_decode
-    from webapp.pipeline import CROP_SIZE
     from webapp.prompt_bank import load_prompt_bank
 
     bank = load_prompt_bank(Path(cli.__file__).resolve().parents[1] / "prompts" / "dermatology.toml")
@@ -213,7 +212,7 @@ def test_arm_b_is_the_other_template_set_on_the_same_crop(compared, dataset, tin
     image = safe_decode((dataset / "photos" / "mel" / "0.jpg").read_bytes(), 50_000_000).image
     detection = ClassicalLesionLocalizer().locate(image)
     assert (detection.box.as_list() if detection else None) == image_record["box"]
-    crop, _ = square_crop(image, detection.box if detection else None, size=CROP_SIZE)
+    crop, _ = square_crop(image, detection.box if detection else None, size=classifier.input_size)
     for key, template_set in (("A", "clinical"), ("B", "dermoscopy")):
         scores = classifier.classify(crop, bank, bank.template_set(template_set))
         direct = dict(zip(scores.condition_ids, scores.probabilities))

@@ -76,6 +76,39 @@ def test_hook_register_explainers(pm):
     assert isinstance(explainers[0], Explainer)
 
 
+def test_hook_register_commands(pm):
+    """The dermatology plugin brings its own subcommand; the core's command line picks it up through the hook."""
+    import argparse
+
+    from webapp.cli import build_parser
+
+    parser = argparse.ArgumentParser(prog="privascan")
+    subparsers = parser.add_subparsers(dest="command")
+    assert pm.hook.register_commands(subparsers=subparsers) == []  # a notification: nothing returned
+    args = parser.parse_args(["train-detector", "masks", "--out", "w.pt"])
+    assert args.command == "train-detector" and args.out == "w.pt" and callable(args.handler)
+    full = build_parser().parse_args(["train-detector", "masks", "--out", "w.pt"])
+    assert full.handler.__module__ == "plugins.dermatology.train_detector_command"
+
+
+def test_no_module_under_webapp_imports_a_plugin():
+    """The core reaches plugins only through pluggy: no ``import plugins...`` anywhere under webapp/."""
+    import ast
+
+    offenders = []
+    for path in sorted((REPO / "webapp").rglob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            offenders += [f"{path.relative_to(REPO)}:{node.lineno} imports {name}" for name in names
+                          if name == "plugins" or name.startswith("plugins.")]
+    assert not offenders, offenders
+
+
 def test_hook_alert_raised(tiny_model_dir):
     """Off by default; an installed plugin gets each raised alert and the config, never a frame or an image."""
     import dataclasses
@@ -190,3 +223,43 @@ def test_a_hook_with_a_misspelt_name_is_refused():
     pm.register(Misspelt())
     with pytest.raises(PluginValidationError):
         pm.check_pending()
+
+
+def test_an_explainer_paired_with_a_classifier_it_does_not_explain_fails_at_start_up():
+    """Found at start-up, not at the first heatmap."""
+    from webapp import hookimpl
+
+    class OtherClassifier:
+        name = "other"
+        input_size = 224
+
+        def load(self): ...
+        def describe(self): return "other"
+        def classify(self, crop, bank, template_set): ...
+
+    class MismatchedApp:
+        @hookimpl
+        def register_clinical_apps(self, config):
+            return [ClinicalApp("mismatch", "Mismatch", bank="dermatology", classifier="other",
+                                explainer="medsiglip-gradcam")]
+
+        @hookimpl
+        def register_classifiers(self, config):
+            return [OtherClassifier()]
+
+    pm = make_plugin_manager(dict(BASE))
+    pm.register(MismatchedApp())
+    with pytest.raises(PluginError, match="explainer 'medsiglip-gradcam', which explains 'medsiglip'.*classifier 'other'"):
+        build_registry(pm, BASE)
+
+
+def test_an_unknown_default_clinical_app_stops_start_up_with_the_names_that_exist():
+    with pytest.raises(PluginError, match=r"no clinical app 'skin' \(PRIVASCAN_CLINICAL_APP\).*installed: dermatology"):
+        build_registry(make_plugin_manager(dict(BASE)), {**BASE, "CLINICAL_APP": "skin"})
+
+
+def test_the_registry_never_substitutes_another_app_for_an_unknown_name(pm):
+    registry = build_registry(pm, BASE)
+    assert registry.app("dermatology").name == "dermatology"
+    with pytest.raises(PluginError, match="no clinical app named 'nope'"):
+        registry.app("nope")

@@ -30,14 +30,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     # turns the warning in between into an error.
     Image.MAX_IMAGE_PIXELS = app.config["MAX_IMAGE_PIXELS"]
 
-    from . import analysis, demo, errors, plugin_assets, security, sessions
+    from . import errors, jobs, plugin_assets, security, sessions
     from .bank_overrides import apply_bank_overrides
     from .plugins import build_registry, make_plugin_manager
     from .models import ModelManager
     from .views import api, live, pages, photos
-
-    if app.config["DEMO_MODEL"]:
-        app.config["MODEL"] = demo.demo_model_directory()
 
     Htmx(app)
     sessions.init_app(app)  # after Htmx: it installs the in-memory request class
@@ -52,7 +49,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     plugin_assets.init_app(app, pm)  # plugins' templates/ (after the repo's) and static/
     models = ModelManager(registry, default_app=app.config["CLINICAL_APP"])
     app.extensions["privascan_models"] = models
-    analysis.init_app(app)
+    jobs.init_app(app)
 
     app.register_blueprint(pages.bp)
     app.register_blueprint(photos.bp)

@@ -2,7 +2,8 @@
 
 Each module in ``webapp/commands/`` defines ``add_parser(subparsers)``, which
 registers its subcommand and sets ``handler`` to a function taking the
-parsed arguments and returning an exit code.
+parsed arguments and returning an exit code. Plugins add theirs through the
+``register_commands`` hook (the dermatology plugin brings ``train-detector``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("new_plugin", "evaluate", "analyze", "train_detector")
+from .config import config_from_environment
+from .plugins import make_plugin_manager
+
+COMMANDS = ("new_plugin", "evaluate", "analyze")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue  # that subcommand is not part of this build
         module.add_parser(subparsers)
+    make_plugin_manager(config_from_environment()).hook.register_commands(subparsers=subparsers)
     return parser
 
 

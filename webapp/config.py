@@ -59,6 +59,20 @@ def config_from_environment() -> dict:
         "MAX_FORM_PARTS": int(_number("PRIVASCAN_MAX_FORM_PARTS", 100)),
         "MAX_IMAGE_PIXELS": int(_number("PRIVASCAN_MAX_IMAGE_MEGAPIXELS", 50) * 1_000_000),
         "QUEUE_SIZE": int(_number("PRIVASCAN_QUEUE_SIZE", 16)),
+        # Seconds the JSON API waits for its analysis before answering 503 (the job is then cancelled).
+        "API_TIMEOUT": _number("PRIVASCAN_API_TIMEOUT", 600),
+        # Live scan. The browser sends frames of at most 640 px, so these bounds are
+        # generous for a real camera and small enough that a flood of frames cannot
+        # exhaust memory. Smoothing: an alert needs LIVE_NEEDED of the last
+        # LIVE_WINDOW frames at its threshold, and clears LIVE_GAP below it.
+        "LIVE_MAX_FRAME_BYTES": int(_number("PRIVASCAN_LIVE_MAX_FRAME_MB", 2) * 1024 * 1024),
+        "LIVE_MAX_FRAME_PIXELS": int(_number("PRIVASCAN_LIVE_MAX_FRAME_MEGAPIXELS", 2) * 1_000_000),
+        "LIVE_FRAME_TIMEOUT": _number("PRIVASCAN_LIVE_FRAME_TIMEOUT", 60),  # seconds a frame may wait for the worker
+        "LIVE_EXPLAIN_TIMEOUT": _number("PRIVASCAN_LIVE_EXPLAIN_TIMEOUT", 180),
+        "LIVE_WINDOW": int(_number("PRIVASCAN_LIVE_WINDOW", 5)),
+        "LIVE_NEEDED": int(_number("PRIVASCAN_LIVE_NEEDED", 3)),
+        "LIVE_GAP": _number("PRIVASCAN_LIVE_GAP", 0.05),
+        "LIVE_LOG_LIMIT": int(_number("PRIVASCAN_LIVE_LOG_LIMIT", 500)),  # alerts kept per session
         "FRAME_ANCESTORS": os.environ.get("PRIVASCAN_FRAME_ANCESTORS", "'none'"),
         "SESSION_COOKIE_SECURE": _flag("PRIVASCAN_SECURE_COOKIE", True),
         # Behind a TLS-terminating reverse proxy: trust its X-Forwarded-* headers.

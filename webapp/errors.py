@@ -37,7 +37,7 @@ def render_error(status: int, message: str):
         # goes to the message area and leaves the rest of the page untouched.
         body = render_template("partials/messages.html", messages=[("error", message)])
         return body, status, {"HX-Retarget": "#messages", "HX-Reswap": "outerHTML"}
-    return render_template("error.html", messages=[("error", message)], status=status, record=None), status, {}
+    return render_template("error.html", messages=[("error", message)], status=status, clinical_app=None), status, {}
 
 
 def init_app(app: Flask) -> None:

@@ -2,7 +2,9 @@
 
 Each ``register_*`` hook returns a list; the core flattens the lists of every
 plugin. Every hook takes ``config`` (the Flask app's config mapping); pluggy
-lets an implementation leave out arguments it does not need. ``alert_raised``
+lets an implementation leave out arguments it does not need. The exception is
+``register_commands`` (as in datasette and sqlite-utils): it receives the
+``privascan`` command's argparse subparsers and adds its own subcommands. ``alert_raised``
 is a notification: the core ships no implementation of it, so nothing is
 forwarded anywhere unless an operator installs a plugin that does.
 """
@@ -36,6 +38,11 @@ def register_classifiers(config):
 @hookspec
 def register_explainers(config):
     """Return a list of Explainer objects that classify and return a heatmap in one pass."""
+
+
+@hookspec
+def register_commands(subparsers):
+    """Add subcommands to ``privascan``: call ``subparsers.add_parser(...)`` and set ``handler`` (returns an exit code); return nothing."""
 
 
 @hookspec

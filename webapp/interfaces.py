@@ -1,9 +1,12 @@
 """The small typed contracts between the core and its plugins.
 
 Plugins return objects that satisfy these protocols from their ``register_*``
-hooks; the core never imports a plugin module directly. Everything a plugin
-hands back to the core is a plain dataclass so it can be rendered, tested and
-kept in a session without knowing which plugin made it.
+hooks; nothing under ``webapp/`` imports a plugin module (tests/test_plugins.py
+guards it). Everything a plugin hands back to the core is a plain dataclass so
+it can be rendered, tested and kept in a session without knowing which plugin
+made it. Optional capabilities (loading at start-up, preparing a bank's text
+side, releasing the text tower) are protocols of their own, checked with
+``isinstance``, so a plugin says what it can do by having the method.
 """
 
 from __future__ import annotations
@@ -61,6 +64,31 @@ class Detection:
     box: Box
     confidence: float
     method: str
+
+
+@runtime_checkable
+class LoadsAtStartup(Protocol):
+    """Optional for detectors and explainers (required of classifiers): heavy imports and weights,
+    loaded by the model manager's background thread at start-up, never while a photo is handled."""
+
+    def load(self) -> None:
+        """Load; a classifier raises ModelUnavailable with a reason a user can act on."""
+
+
+@runtime_checkable
+class PreparesBanks(Protocol):
+    """A classifier that computes a bank's text side once (at start-up), before any photo."""
+
+    def prepare(self, bank: "PromptBank", template_set: "TemplateSet") -> None:
+        """Compute and keep what scoring against this bank and template set needs."""
+
+
+@runtime_checkable
+class ReleasesTextTower(Protocol):
+    """A classifier that can free its text encoder once every bank is prepared."""
+
+    def release_text_tower(self) -> None:
+        """Drop the text weights; requests run the vision side only."""
 
 
 @runtime_checkable
@@ -229,6 +257,7 @@ class Explanation:
 @runtime_checkable
 class Classifier(Protocol):
     name: str
+    input_size: int  # the side of the square crop it scores, in pixels
 
     def load(self) -> None:
         """Load weights; raise ModelUnavailable with a reason a user can act on."""
@@ -243,6 +272,7 @@ class Classifier(Protocol):
 @runtime_checkable
 class Explainer(Protocol):
     name: str
+    explains: str  # the name of the classifier whose scores it explains (checked at start-up)
 
     def explain(
         self,

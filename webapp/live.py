@@ -1,8 +1,9 @@
 """Live scan: per-condition thresholds, smoothing, hysteresis and the alert log.
 
 This module is pure logic (no Flask, no model): the live view feeds it one
-frame's probabilities at a time and it answers which alerts were raised. It is
-unit-tested with scripted score sequences in tests/test_live.py.
+frame's probabilities at a time and it answers which alerts were raised, and
+what the table under the video shows. It is unit-tested with scripted score
+sequences in tests/test_live.py.
 
 Smoothing: k-of-n with a moving average. A condition is *raised* when at least
 ``needed`` of its last ``window`` frame scores reached its threshold **and**
@@ -122,9 +123,40 @@ class AlertTracker:
 
 
 def effective_thresholds(bank: PromptBank, overrides: Mapping[str, float] | None = None) -> dict[str, float]:
-    """Each condition's alert threshold: the bank's ``alert_threshold`` unless this session overrode it."""
+    """Each condition's alert threshold: the bank's ``alert_threshold`` unless the session overrode it."""
     overrides = overrides or {}
     return {c.id: float(overrides.get(c.id, c.alert_threshold)) for c in bank.conditions}
+
+
+SHOWN_SCORES = 5  # closest matches listed under the video
+
+
+def frame_rows(
+    live: "LiveState",
+    bank: PromptBank,
+    probabilities: Mapping[str, float] | None,
+    thresholds: Mapping[str, float],
+    shown: int = SHOWN_SCORES,
+) -> list[dict]:
+    """The table under the video: the ``shown`` closest matches by smoothed score, plus any active alert.
+
+    Empty when nothing was in view lately, rather than a table of zeros.
+    """
+    current = {alert.condition_id for alert in live.current_alerts()}
+    rows = sorted(
+        ({"condition": c, "frame": (probabilities or {}).get(c.id, 0.0), "smoothed": live.smoothed(c.id),
+          "threshold": thresholds[c.id], "active": c.id in current} for c in bank.conditions),
+        key=lambda row: -row["smoothed"],
+    )
+    kept = rows[:shown] + [row for row in rows[shown:] if row["active"]]
+    if probabilities is None and not any(row["smoothed"] > 0 for row in kept):
+        return []
+    return kept
+
+
+def frame_timings(seconds: Mapping[str, float]) -> dict[str, float]:
+    """Stage seconds as the milliseconds the page shows, rounded to 0.1 ms."""
+    return {name: round(value * 1000, 1) for name, value in seconds.items()}
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from .interfaces import ModelUnavailable
+from .interfaces import LoadsAtStartup, ModelUnavailable, PreparesBanks, ReleasesTextTower
 from .plugins import Registry
 
 log = logging.getLogger(__name__)
@@ -61,10 +61,9 @@ class ModelManager:
         # create cache folders on first import, which must not happen while
         # a user's photo is being handled.
         for part in [*self.registry.detectors.values(), *self.registry.explainers.values()]:
-            load = getattr(part, "load", None)
-            if load is not None:
+            if isinstance(part, LoadsAtStartup):
                 try:
-                    load()
+                    part.load()
                 except Exception:
                     log.exception("%s failed to load", part.name)
         for name, classifier in self.registry.classifiers.items():
@@ -82,22 +81,20 @@ class ModelManager:
         try:
             classifier.load()
             pairs = self._pairs_default_first(name)
-            prepare = getattr(classifier, "prepare", None)
-            if prepare is not None and pairs:
+            if isinstance(classifier, PreparesBanks) and pairs:
                 # The default modality's default picture kind first: analysis can
                 # start as soon as it is ready (on a CPU each set takes a minute or
                 # two); the rest are prepared while people already work. A request
                 # for one not prepared yet computes it on demand (the classifier
                 # serialises that with its own lock).
                 self._set(name, message=f"Preparing condition descriptions (1 of {len(pairs)})…")
-                prepare(*pairs[0])
+                classifier.prepare(*pairs[0])
                 self._set(name, state="ready", message=f"{classifier.describe()}.", seconds=time.perf_counter() - started)
                 for index, (bank, template_set) in enumerate(pairs[1:], start=2):
                     self._set(name, background=f"Preparing the other picture kinds ({index} of {len(pairs)})…")
-                    prepare(bank, template_set)
-            release = getattr(classifier, "release_text_tower", None)
-            if release is not None:
-                release()
+                    classifier.prepare(bank, template_set)
+            if isinstance(classifier, ReleasesTextTower):
+                classifier.release_text_tower()
         except ModelUnavailable as exc:
             self._set(name, state="unavailable", message=exc.reason, advice=exc.advice)
             return

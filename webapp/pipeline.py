@@ -1,14 +1,17 @@
-"""Analyse one photo: locate, crop, classify (and explain) in one pass.
+"""Every image stage: locate, crop, classify (and explain), for photos and live frames.
 
 The pipeline knows the stages, not the models: it reaches the detector,
 classifier and explainer only through the registry the plugins filled. It is
-used by the inference worker, the JSON API and the benchmark alike, so the
-figures the benchmark prints are those of the product's own path.
+used by the inference worker (photos, API images, live frames, extra
+heatmaps), the command line and the benchmark alike, so the figures the
+benchmark prints are those of the product's own path. Views never run a
+stage themselves: they hand one of these functions to ``webapp.jobs``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -17,8 +20,8 @@ from PIL import Image
 
 from .calibration import calibrated_scores
 from .cropping import square_crop
-from .images import MIN_ANALYSABLE_SIDE, encode_jpeg
-from .interfaces import Box, ClinicalApp, Detection, Scores
+from .images import MIN_ANALYSABLE_SIDE, encode_jpeg, open_clean
+from .interfaces import CANT_ASSESS, Box, ClinicalApp, Detection, PromptBank, Scores, TemplateSet
 from .interpret import Triage, interpret, triage
 from .plugins import Registry
 from .quality import QualityReport, assess_quality
@@ -26,7 +29,17 @@ from .render import heatmap_overlay_png
 from .scope import ScopeVerdict, judge_scope
 from .skin_tone import SkinTone, estimate_skin_tone
 
-CROP_SIZE = 448
+
+def resolve_template_set(bank: PromptBank, template_set_id: str | None) -> TemplateSet:
+    """The bank's template set of that id; its default for None or an id it does not have
+    (a session's choice made under another modality)."""
+    known = {template_set.id for template_set in bank.template_sets}
+    return bank.template_set(template_set_id if template_set_id in known else None)
+
+
+def crop_size(clinical_app: ClinicalApp, registry: Registry) -> int:
+    """The side of the square the classifier sees (its ``input_size``)."""
+    return int(registry.classifiers[clinical_app.classifier].input_size)
 
 
 @dataclass
@@ -37,6 +50,8 @@ class AnalysisResult:
     scores: Scores | None  # None when the photo could not be analysed
     detection: Detection | None
     crop_region: Box | None
+    # The detector that ran (None: the modality has none, or the photo was too small to try).
+    detector_name: str | None = None
     crop_jpeg: bytes = b""
     heatmap_png: bytes = b""
     heatmap_condition_id: str = ""
@@ -49,6 +64,9 @@ class AnalysisResult:
     low_quality: bool = False  # analysed although the quality gate failed ("Analyse anyway")
     calibrated: bool = False  # probabilities from the clinic's fitted temperature
     triage: Triage | None = None  # the headline tier under the bank's own rules
+    # Every analysis's own picture URLs: a new version per run, so a browser
+    # never shows the previous run's cached crop or heatmap beside new text.
+    version: str = field(default_factory=lambda: secrets.token_hex(6))
 
     @property
     def analysed(self) -> bool:
@@ -60,9 +78,12 @@ class AnalysisResult:
 
     @property
     def tier(self) -> str:
-        from .interfaces import CANT_ASSESS
-
         return self.triage.tier if self.triage is not None else CANT_ASSESS
+
+    @property
+    def nothing_located(self) -> bool:
+        """A detector ran and found nothing, so the whole photo was classified."""
+        return self.detector_name is not None and self.detection is None
 
     @property
     def size_bytes(self) -> int:
@@ -92,7 +113,7 @@ class Stopwatch:
 
 def analyse_image(
     image: Image.Image,
-    app: ClinicalApp,
+    clinical_app: ClinicalApp,
     registry: Registry,
     template_set_id: str | None = None,
     explain: bool = True,
@@ -100,18 +121,19 @@ def analyse_image(
     analyse_anyway: bool = False,
     demo: bool = False,
 ) -> AnalysisResult:
-    """Locate, gate, crop, classify (and explain) one photo.
+    """One photo from pixels to scores (and a heatmap of the top condition when ``explain``).
 
     The quality gate runs before the forward pass: a failed gate returns a
     "Can't assess" result with its retake hints and no scores, unless
     ``analyse_anyway`` (then the result is marked low quality). The scope gate
     reads the same forward pass; out of scope, the scores are dropped.
-    ``demo``: random weights, so the zero-shot scope gate cannot judge.
+    ``demo``: random weights, so the zero-shot scope gate cannot judge (the
+    classifier also says so itself through ``judges_scope``).
     """
-    bank = registry.banks[app.bank]
-    template_set = bank.template_set(template_set_id if template_set_id in {t.id for t in bank.template_sets} else None)
+    bank = registry.banks[clinical_app.bank]
+    template_set = resolve_template_set(bank, template_set_id)
     clock = Stopwatch(on_stage)
-    result = AnalysisResult(app.name, template_set.id, image.size, None, None, None)
+    result = AnalysisResult(clinical_app.name, template_set.id, image.size, None, None, None)
 
     if min(image.size) < MIN_ANALYSABLE_SIDE:
         result.notes.append(
@@ -123,18 +145,18 @@ def analyse_image(
         return result
 
     detection = None
-    if app.detector:
-        with clock.stage("localize", f"finding the {app.subject}"):
-            detection = registry.detectors[app.detector].locate(image)
+    if clinical_app.detector:
+        result.detector_name = clinical_app.detector
+        with clock.stage("localize", f"finding the {clinical_app.subject}"):
+            detection = registry.detectors[clinical_app.detector].locate(image)
         if detection is None:
             result.notes.append(
-                f"No {app.subject} could be located, so the whole photo was analysed. "
+                f"No {clinical_app.subject} could be located, so the whole photo was analysed. "
                 "Treat this result with extra caution: it may not describe any particular spot."
             )
     result.detection = detection
 
-    classifier = registry.classifiers[app.classifier]
-    input_size = int(getattr(classifier, "input_size", CROP_SIZE) or CROP_SIZE)
+    input_size = crop_size(clinical_app, registry)
     with clock.stage("crop", "cropping"):
         crop, region = square_crop(image, detection.box if detection else None, size=input_size)
     result.crop_region = region
@@ -148,7 +170,9 @@ def analyse_image(
         result.timings = clock.timings
         return result
     result.low_quality = not result.quality.passed
-    explainer = registry.explainers.get(app.explainer) if (explain and app.explainer) else None
+
+    classifier = registry.classifiers[clinical_app.classifier]
+    explainer = registry.explainers.get(clinical_app.explainer) if (explain and clinical_app.explainer) else None
     if explainer is not None:
         with clock.stage("classify_and_explain", "classifying and explaining"):
             explanation = explainer.explain(classifier, crop, bank, template_set, None)
@@ -192,17 +216,90 @@ def check_picture(
     return report, tone
 
 
+@dataclass
+class Heatmap:
+    """An extra heatmap: the overlay PNG, the condition it explains and that condition's probability."""
+
+    png: bytes
+    condition_id: str
+    probability: float
+
+
+def explain_crop(
+    crop: Image.Image,
+    template_set_id: str | None,
+    condition_id: str | None,
+    clinical_app: ClinicalApp,
+    registry: Registry,
+) -> Heatmap:
+    """Grad-CAM on exactly this crop for ``condition_id`` (None: the top condition of the same pass)."""
+    bank = registry.banks[clinical_app.bank]
+    explainer = registry.explainers[clinical_app.explainer]
+    explanation = explainer.explain(
+        registry.classifiers[clinical_app.classifier], crop, bank, resolve_template_set(bank, template_set_id), condition_id
+    )
+    scores = explanation.scores
+    probability = float(scores.probabilities[scores.condition_ids.index(explanation.condition_id)])
+    return Heatmap(heatmap_overlay_png(crop, explanation.heatmap), explanation.condition_id, probability)
+
+
 def explain_condition(
-    image: Image.Image, result: AnalysisResult, condition_id: str, app: ClinicalApp, registry: Registry
-) -> bytes:
-    """A heatmap for another condition, on exactly the crop the result was computed on."""
-    bank = registry.banks[app.bank]
-    template_set = bank.template_set(result.template_set_id)
-    size = int(getattr(registry.classifiers[app.classifier], "input_size", CROP_SIZE) or CROP_SIZE)
-    crop, _ = square_crop(image, result.detection.box if result.detection else None, size=size)
-    explainer = registry.explainers[app.explainer]
-    explanation = explainer.explain(registry.classifiers[app.classifier], crop, bank, template_set, condition_id)
-    return heatmap_overlay_png(crop, explanation.heatmap)
+    image: Image.Image, result: AnalysisResult, condition_id: str, clinical_app: ClinicalApp, registry: Registry
+) -> Heatmap:
+    """A heatmap for another condition of a photo's result, on exactly the crop the result was computed on."""
+    crop, _ = square_crop(image, result.detection.box if result.detection else None, size=crop_size(clinical_app, registry))
+    return explain_crop(crop, result.template_set_id, condition_id, clinical_app, registry)
+
+
+@dataclass
+class FrameAnalysis:
+    """One live frame's analysis: what was in view, and the scores and crop when a finding was."""
+
+    result: AnalysisResult
+    # "finding", "nothing" (the detector found nothing), "too-small", or
+    # "cant-assess" (a gate refused the frame: too dark, blurred, out of scope)
+    view: str
+    started: float  # perf_counter when the worker began it (the frame's wait is measured against it)
+
+    @property
+    def reasons(self) -> list[str]:
+        """Why a frame was not assessed (retake hints or the scope message), for the live panel."""
+        return list(self.result.triage.reasons) if self.result.triage is not None else []
+
+    @property
+    def probabilities(self) -> dict[str, float] | None:
+        """Condition id -> probability, only when a finding was in view."""
+        if self.view != "finding":
+            return None
+        return dict(zip(self.result.scores.condition_ids, map(float, self.result.scores.probabilities)))
+
+    @property
+    def crop_jpeg(self) -> bytes:
+        return self.result.crop_jpeg if self.view == "finding" else b""
+
+
+def analyse_frame(
+    image: Image.Image, template_set_id: str | None, clinical_app: ClinicalApp, registry: Registry
+) -> FrameAnalysis:
+    """A live camera frame: locate, crop and classify, no heatmap (that is asked for separately)."""
+    started = time.perf_counter()
+    # The same gates as a photo, per frame: a dark or blurred frame is not
+    # classified, so it can raise no alert, and the panel says why.
+    result = analyse_image(image, clinical_app, registry, template_set_id=template_set_id, explain=False)
+    if not result.analysed:
+        view = "too-small" if result.quality is None else "cant-assess"
+    elif result.nothing_located:
+        view = "nothing"
+    else:
+        view = "finding"
+    return FrameAnalysis(result, view, started)
+
+
+def explain_jpeg_crop(
+    crop_jpeg: bytes, template_set_id: str | None, condition_id: str | None, clinical_app: ClinicalApp, registry: Registry
+) -> Heatmap:
+    """``explain_crop`` for a crop kept as JPEG bytes (a live frame's last crop)."""
+    return explain_crop(open_clean(crop_jpeg), template_set_id, condition_id, clinical_app, registry)
 
 
 def read(result: AnalysisResult, bank, rules=None):
@@ -218,7 +315,7 @@ def read(result: AnalysisResult, bank, rules=None):
 
 def _read_scores(result: AnalysisResult, bank, rules=None):
     reading = interpret(result.scores, bank, rules)
-    if result.detection is None and result.notes:
+    if result.nothing_located:
         fallback = (rules or bank.rules).fallback_confidence
         reading = dataclasses.replace(
             reading,

@@ -76,10 +76,12 @@ class Registry:
     classifiers: dict[str, Classifier] = field(default_factory=dict)
     explainers: dict[str, Explainer] = field(default_factory=dict)
 
-    def app(self, name: str | None) -> ClinicalApp:
-        if name in self.apps:
+    def app(self, name: str) -> ClinicalApp:
+        """The clinical app of that name; an unknown name is an error, never a silent substitute."""
+        try:
             return self.apps[name]
-        return next(iter(self.apps.values()))
+        except KeyError:
+            raise PluginError(f"no clinical app named {name!r}; installed: {', '.join(self.apps)}") from None
 
 
 def build_registry(pm: pluggy.PluginManager, config: dict) -> Registry:
@@ -102,17 +104,32 @@ def build_registry(pm: pluggy.PluginManager, config: dict) -> Registry:
                 target[item.name] = item
     if not registry.apps:
         raise PluginError("no clinical app is registered: enable at least one plugin (for example plugins.dermatology)")
-    for app in registry.apps.values():
-        _check_app(app, registry)
+    for clinical_app in registry.apps.values():
+        _check_app(clinical_app, registry)
+    default = config.get("CLINICAL_APP")
+    if default is not None and default not in registry.apps:
+        raise PluginError(
+            f"no clinical app {default!r} (PRIVASCAN_CLINICAL_APP): no plugin registers it; "
+            f"installed: {', '.join(registry.apps)}"
+        )
     return registry
 
 
-def _check_app(app: ClinicalApp, registry: Registry) -> None:
-    needed = {"banks": app.bank, "classifiers": app.classifier}
-    if app.detector:
-        needed["detectors"] = app.detector
-    if app.explainer:
-        needed["explainers"] = app.explainer
+def _check_app(clinical_app: ClinicalApp, registry: Registry) -> None:
+    needed = {"banks": clinical_app.bank, "classifiers": clinical_app.classifier}
+    if clinical_app.detector:
+        needed["detectors"] = clinical_app.detector
+    if clinical_app.explainer:
+        needed["explainers"] = clinical_app.explainer
     for kind, name in needed.items():
         if name not in getattr(registry, kind):
-            raise PluginError(f"clinical app {app.name!r} needs the {kind[:-1]} {name!r}, which no plugin registers")
+            raise PluginError(
+                f"clinical app {clinical_app.name!r} needs the {kind[:-1]} {name!r}, which no plugin registers"
+            )
+    if clinical_app.explainer:
+        explainer = registry.explainers[clinical_app.explainer]
+        if explainer.explains != clinical_app.classifier:
+            raise PluginError(
+                f"clinical app {clinical_app.name!r} pairs the explainer {explainer.name!r}, which explains "
+                f"{explainer.explains!r}, with the classifier {clinical_app.classifier!r}"
+            )

@@ -1,9 +1,15 @@
 """One background inference thread fed by a bounded queue.
 
-Web threads never run a model: they enqueue a job and return at once, and the
-page polls the card. One thread and one model copy per process keeps memory
-predictable on a clinic laptop; the queue bound turns overload into a polite
-"busy" answer instead of an ever-growing backlog.
+Web threads never run a model: they submit a job and either return at once
+(the page polls the card) or wait on the job's handle with a timeout (the
+JSON API, live frames). One thread and one model copy per process keeps
+memory predictable on a clinic laptop; the queue bound turns overload into a
+polite "busy" answer instead of an ever-growing backlog.
+
+There is one kind of job: a key (what the job is about, so the same photo is
+never queued twice and its card can show its place in the queue) and a
+callable that does the work. What the callable does is the business of
+``webapp.jobs``; the worker only runs it and settles its future.
 """
 
 from __future__ import annotations
@@ -13,8 +19,9 @@ import os
 import queue
 import threading
 from collections import deque
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable, Hashable
 
 from .memory import release_freed_memory
 
@@ -25,23 +32,49 @@ class QueueFull(Exception):
     message = "The analyser is busy with other photos. Please try again in a minute."
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Job:
-    store_id: str
-    photo_id: str
-    kind: str = "analyze"  # or "explain" (an extra heatmap for one condition)
-    options: dict = field(default_factory=dict, hash=False, compare=False)
+    """What to run (``work``) and what it is about (``key``); ``future`` receives its value."""
+
+    key: Hashable
+    work: Callable[[], Any]
+    future: Future = field(default_factory=Future)
+
+
+class JobHandle:
+    """What ``submit`` returns: wait for the job, give up on it, or ask for its place in the queue."""
+
+    def __init__(self, worker: "InferenceWorker", job: Job):
+        self._worker = worker
+        self._job = job
 
     @property
-    def key(self) -> tuple[str, str, str]:
-        return (self.store_id, self.photo_id, self.kind)
+    def key(self) -> Hashable:
+        return self._job.key
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The job's value; raises its exception, or TimeoutError after ``timeout`` seconds."""
+        return self._job.future.result(timeout)
+
+    def cancel(self) -> bool:
+        """Drop the job if it has not started; True when it will never run."""
+        cancelled = self._job.future.cancel()
+        if cancelled:
+            self._worker._forget(self._job)
+        return cancelled
+
+    def done(self) -> bool:
+        return self._job.future.done()
+
+    def position(self) -> int | None:
+        """1-based place in the queue; None once the job has started (or ended)."""
+        return self._worker.position(self._job.key)
 
 
 class InferenceWorker:
-    def __init__(self, handler: Callable[[Job], None], maxsize: int):
-        self._handler = handler
+    def __init__(self, maxsize: int):
         self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=maxsize)
-        self._pending: deque[tuple[str, str, str]] = deque()
+        self._pending: deque[Job] = deque()  # queued, not started, in order
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.current: Job | None = None
@@ -51,24 +84,26 @@ class InferenceWorker:
             self._thread = threading.Thread(target=self._run, name="privascan-inference", daemon=True)
             self._thread.start()
 
-    def submit(self, job: Job) -> int:
-        """Queue a job; returns its 1-based position. Raises QueueFull when the queue is full."""
+    def submit(self, job: Job) -> JobHandle:
+        """Queue a job. A job with the key of one still waiting is not queued twice: the
+        waiting one's handle is returned. Raises QueueFull when the queue is full."""
         with self._lock:
-            if job.key in self._pending:
-                return self._pending.index(job.key) + 1
+            for waiting in self._pending:
+                if waiting.key == job.key:
+                    return JobHandle(self, waiting)
             try:
                 self._queue.put_nowait(job)
             except queue.Full:
                 raise QueueFull() from None
-            self._pending.append(job.key)
-            return len(self._pending)
+            self._pending.append(job)
+            return JobHandle(self, job)
 
-    def position(self, store_id: str, photo_id: str, kind: str = "analyze") -> int | None:
+    def position(self, key: Hashable) -> int | None:
         with self._lock:
-            try:
-                return self._pending.index((store_id, photo_id, kind)) + 1
-            except ValueError:
-                return None
+            for index, waiting in enumerate(self._pending, start=1):
+                if waiting.key == key:
+                    return index
+            return None
 
     def pending(self) -> int:
         with self._lock:
@@ -91,6 +126,11 @@ class InferenceWorker:
         threading.Thread(target=waiter, daemon=True).start()
         return done.wait(timeout)
 
+    def _forget(self, job: Job) -> None:
+        with self._lock:
+            if job in self._pending:
+                self._pending.remove(job)
+
     def _run(self) -> None:
         _lower_this_threads_priority()
         while True:
@@ -99,23 +139,38 @@ class InferenceWorker:
                 self._queue.task_done()
                 return
             with self._lock:
-                if job.key in self._pending:
-                    self._pending.remove(job.key)
+                if job in self._pending:
+                    self._pending.remove(job)
                 self.current = job
             try:
-                self._handler(job)
-            except Exception:
-                # The handler reports failures on the card itself; this is
-                # the last line of defence so the worker thread never dies.
-                # No photo names or results are logged, only the job kind.
-                log.exception("inference job of kind %s failed", job.kind)
+                if job.future.set_running_or_notify_cancel():  # False: its caller gave up waiting
+                    self._settle(job)
             finally:
                 with self._lock:
                     self.current = None
+                # Drop the callable: it holds the caller's data (a frame, a crop),
+                # which must not outlive the job in the worker's last reference.
+                job.work = _done
                 # Activations of the job just done sit freed in malloc's heap;
                 # hand them back so memory stays flat between jobs.
                 release_freed_memory()
                 self._queue.task_done()
+
+    @staticmethod
+    def _settle(job: Job) -> None:
+        try:
+            value = job.work()
+        except Exception as exc:
+            # The job reports failures to whoever waits (or on the card itself);
+            # the worker thread never dies. No photo names or results are logged.
+            log.debug("an inference job raised %s", type(exc).__name__)
+            job.future.set_exception(exc)
+        else:
+            job.future.set_result(value)
+
+
+def _done() -> None:
+    return None
 
 
 INFERENCE_NICENESS = 10

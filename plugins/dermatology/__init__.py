@@ -50,3 +50,11 @@ def register_detectors(config):
 
         detectors.append(YoloLesionDetector(config["LESION_WEIGHTS"]))
     return detectors
+
+
+@hookimpl
+def register_commands(subparsers):
+    """``privascan train-detector``: train the YOLO lesion localizer from segmentation masks."""
+    from .train_detector_command import add_parser
+
+    add_parser(subparsers)

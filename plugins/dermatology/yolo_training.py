@@ -2,7 +2,7 @@
 
 ``privascan train-detector`` calls ``prepare_dataset`` then ``train``. The
 steps, and what each writes (only under the working folder the user's
-``--out`` names, see webapp/commands/train_detector.py):
+``--out`` names, see plugins/dermatology/train_detector_command.py):
 
 1. ``find_cases``: every mask file ``<case>_segmentation.png`` (ISIC 2016-2018
    Task 1; ``<case>_mask.png`` works too) is paired with the image ``<case>.jpg``

@@ -9,6 +9,7 @@ core runs in a background thread.
 from webapp.hookspecs import hookimpl
 
 from .classifier import MedSigLIPClassifier
+from .demo import demo_model_directory
 from .gradcam import MedSigLIPGradCAM
 
 __all__ = ["MedSigLIPClassifier", "MedSigLIPGradCAM", "register_classifiers", "register_explainers"]
@@ -16,8 +17,9 @@ __all__ = ["MedSigLIPClassifier", "MedSigLIPGradCAM", "register_classifiers", "r
 
 @hookimpl
 def register_classifiers(config):
-    """The MedSigLIP classifier for ``config["MODEL"]`` (hub id or local folder)."""
-    return [MedSigLIPClassifier(config["MODEL"], token=config.get("HF_TOKEN"), int8=config.get("INT8", False))]
+    """The MedSigLIP classifier for ``config["MODEL"]`` (hub id or local folder), or the random demo model."""
+    model = demo_model_directory() if config.get("DEMO_MODEL") else config["MODEL"]
+    return [MedSigLIPClassifier(model, token=config.get("HF_TOKEN"), int8=config.get("INT8", False))]
 
 
 @hookimpl

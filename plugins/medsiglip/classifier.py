@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "google/medsiglip-448"
+DEFAULT_INPUT_SIZE = 448
 HUB_PAGE = "https://huggingface.co/google/medsiglip-448"
 TEXT_MAX_LENGTH = 64  # MedSigLIP's text context; prompts are padded to it, as in training
 TEXT_BATCH = 64  # prompts per text-tower call at start-up (bounds activation memory)
@@ -311,6 +312,13 @@ class MedSigLIPClassifier:
         from huggingface_hub import get_token
 
         return bool(get_token())
+
+    @property
+    def input_size(self) -> int:
+        """The side of the square crop the vision tower sees (448 for MedSigLIP-448; the checkpoint's own once loaded)."""
+        if self.model is None:
+            return DEFAULT_INPUT_SIZE
+        return int(self.model.config.vision_config.image_size)
 
     def describe(self) -> str:
         # Every visitor sees this line: name a hub id, but not the server's folders.

@@ -8,9 +8,10 @@ Every parameter except the last encoder layer and the pooling head is frozen, so
 autograd records a graph only from the last layer on and the backward pass stops
 there: the heatmap costs a few percent on top of one classification.
 
-The overlay and legend are PNG bytes made in memory; nothing is written to disk.
-torch, OpenCV and pytorch-grad-cam are imported inside functions so that
-importing the plugin stays cheap.
+The explainer returns the heatmap as an array; the core draws the overlay
+(webapp/render.py) and the page its legend. torch and pytorch-grad-cam are
+imported inside functions so that importing the plugin stays cheap;
+``load()`` imports pytorch-grad-cam at start-up.
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ class MedSigLIPGradCAM:
     """Grad-CAM on MedSigLIP's last vision layer, for a condition of the bank."""
 
     name = "medsiglip-gradcam"
+    explains = MedSigLIPClassifier.name
 
     def load(self) -> None:
         """Import pytorch-grad-cam at start-up: its matplotlib import creates cache folders once,

@@ -97,7 +97,7 @@ def _analyse_one(path: Path, runtime, explain: bool, analyse_anyway: bool = Fals
         return _failed(path, exc.message)
     except OSError as exc:
         return _failed(path, f"could not be read ({exc.strerror or type(exc).__name__})")
-    result = analyse_image(decoded.image, runtime.app, runtime.registry, runtime.template_set.id, explain,
+    result = analyse_image(decoded.image, runtime.clinical_app, runtime.registry, runtime.template_set.id, explain,
                            analyse_anyway=analyse_anyway, demo=bool(runtime.config.get("DEMO_MODEL")))
     return _record(path, result, runtime, explain)
 

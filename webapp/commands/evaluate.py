@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     progress = Progress(len(dataset.images), "evaluating", args.quiet)
     try:
         outcomes = run_images(
-            dataset.images, mapping, runtime.app, runtime.registry, arms, runtime.config["MAX_IMAGE_PIXELS"], progress.step
+            dataset.images, mapping, runtime.clinical_app, runtime.registry, arms, runtime.config["MAX_IMAGE_PIXELS"], progress.step
         )
     finally:
         progress.close()
@@ -165,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
     out_of_scope = _out_of_scope(args, runtime) if args.out_of_scope else None
 
     settings = {
-        "app": runtime.app.name,
+        "app": runtime.clinical_app.name,
         "classifier": runtime.classifier.describe(),
         "localizer": runtime.localizer,
         "restrict_to_mapped": args.restrict_to_mapped,
@@ -191,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _origin(runtime) -> str:
     overrides = runtime.config.get("BANK_OVERRIDES")
-    origin = f"the {runtime.app.name} app's bank"
+    origin = f"the {runtime.clinical_app.name} app's bank"
     return origin + (f", thresholds from {Path(overrides).name}" if overrides else "")
 
 
@@ -251,7 +251,7 @@ def _out_of_scope(args, runtime) -> dict:
     files = image_files(folder)
     if not files:
         raise CommandError(f"--out-of-scope {folder} holds no JPEG, PNG, WebP or HEIC picture")
-    return scope_verdicts(files, runtime.app, runtime.registry, runtime.template_set.id, runtime.config)
+    return scope_verdicts(files, runtime.clinical_app, runtime.registry, runtime.template_set.id, runtime.config)
 
 
 def _short(value) -> str:

@@ -21,7 +21,7 @@ from PIL import Image
 
 from ..bank_overrides import BankOverridesError, apply_bank_overrides
 from ..config import config_from_environment
-from ..interfaces import ClinicalApp, ModelUnavailable, PromptBank, TemplateSet
+from ..interfaces import ClinicalApp, LoadsAtStartup, ModelUnavailable, PromptBank, TemplateSet
 from ..plugins import PluginError, Registry, build_registry, make_plugin_manager
 from ..prompt_bank import PromptBankError
 
@@ -64,30 +64,30 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 class Runtime:
     config: dict
     registry: Registry
-    app: ClinicalApp
+    clinical_app: ClinicalApp
     bank: PromptBank
     template_set: TemplateSet
 
     @property
     def classifier(self):
-        return self.registry.classifiers[self.app.classifier]
+        return self.registry.classifiers[self.clinical_app.classifier]
 
     @property
     def localizer(self) -> str:
-        return self.app.detector or "none"
+        return self.clinical_app.detector or "none"
 
     def load_models(self, explain: bool = False, quiet: bool = False) -> None:
         """Load the app's detector, classifier (and explainer): the slow part, done after every check."""
-        registry, app = self.registry, self.app
-        parts = [registry.detectors.get(app.detector)] if app.detector else []
-        if explain and app.explainer:
-            parts.append(registry.explainers[app.explainer])
+        registry, clinical_app = self.registry, self.clinical_app
+        parts = [registry.detectors.get(clinical_app.detector)] if clinical_app.detector else []
+        if explain and clinical_app.explainer:
+            parts.append(registry.explainers[clinical_app.explainer])
         try:
             with _transformers_progress(not quiet):
                 for part in parts:
-                    if callable(getattr(part, "load", None)):
+                    if isinstance(part, LoadsAtStartup):
                         part.load()
-                registry.classifiers[app.classifier].load()
+                registry.classifiers[clinical_app.classifier].load()
         except ModelUnavailable as exc:
             raise CommandError(f"{exc.reason} {exc.advice}".strip()) from exc
 
@@ -125,8 +125,8 @@ def load_runtime(args: argparse.Namespace) -> Runtime:
     name = config["CLINICAL_APP"]
     if name not in registry.apps:
         raise CommandError(f"no clinical app {name!r}; installed: {', '.join(sorted(registry.apps))}")
-    app = registry.apps[name]
-    bank = registry.banks[app.bank]
+    clinical_app = registry.apps[name]
+    bank = registry.banks[clinical_app.bank]
     try:
         template_set = bank.template_set(args.template_set)
     except KeyError:
@@ -134,7 +134,7 @@ def load_runtime(args: argparse.Namespace) -> Runtime:
             f"bank '{bank.name}' has no template set {args.template_set!r}; "
             f"it has: {', '.join(t.id for t in bank.template_sets)}"
         ) from None
-    return Runtime(config, registry, app, bank, template_set)
+    return Runtime(config, registry, clinical_app, bank, template_set)
 
 
 class Progress:

@@ -256,7 +256,7 @@ FILES["$package/templates/$name/result.html"] = '''\
   {% if result.analysed %}
   {% set reading = read_result(result) %}
   {% set bank = bank_by_name(app.bank) %}
-  {% set thresholds = thresholds_for(bank) %}
+  {% set thresholds = effective_thresholds(bank, threshold_overrides) %}
   {{ parts.headline(reading, risk_words={"high": "Abnormal finding suspected", "moderate": "Worth a look", "low": "Nothing abnormal matched"}) }}
   {{ parts.explanation(reading) }}
   {{ parts.pictures(photo, result, bank, reading) }}

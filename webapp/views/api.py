@@ -6,7 +6,7 @@ import base64
 
 from flask import Blueprint, abort, current_app, request
 
-from ..analysis import NotReady, QueueFull, analyse_now
+from ..jobs import NotReady, QueueFull, WorkerTimeout, analyse_once
 from ..images import ImageRejected, safe_decode
 from ..gate_fields import gate_fields
 from ..pipeline import read
@@ -31,13 +31,16 @@ def analyze():
         abort(exc.status, description=exc.message)
     del raw
     explain = request.args.get("explain") in {"1", "true", "yes"}
+    anyway = request.args.get("analyse_anyway") in {"1", "true", "yes"}
     try:
-        record, result = analyse_now(decoded.image, settings, explain)
-    except NotReady as exc:
+        clinical_app, result = analyse_once(
+            decoded.image, settings, explain, float(current_app.config["API_TIMEOUT"]), analyse_anyway=anyway
+        )
+    except (NotReady, QueueFull, WorkerTimeout) as exc:
         abort(503, description=exc.message)
-    except QueueFull as exc:
-        abort(503, description=exc.message)
-    return result_json(record, result, explain)
+    finally:
+        del decoded  # the image lives on only inside the job, which drops it
+    return result_json(clinical_app, result, explain)
 
 
 def _settings_from_query() -> dict:
@@ -53,9 +56,9 @@ def _settings_from_query() -> dict:
     return settings
 
 
-def result_json(record, result, explain: bool) -> dict:
+def result_json(clinical_app, result, explain: bool) -> dict:
     body = {
-        "app": record.name,
+        "app": clinical_app.name,
         "template_set": result.template_set_id,
         "image_size": list(result.image_size),
         "lesion_box": result.detection.box.as_list() if result.detection else None,
@@ -67,7 +70,7 @@ def result_json(record, result, explain: bool) -> dict:
         "risk": "unknown",
         "confidence": "not analysed",
     }
-    bank = bank_for(record)
+    bank = bank_for(clinical_app)
     body.update(gate_fields(result, bank))
     if not result.analysed:
         return body

@@ -2,7 +2,9 @@
 
 One template serves both the full page and the HTMX swap (Hypermedia
 Systems style): a view renders the partial for an HTMX request and the whole
-page otherwise, so every interaction also works without JavaScript.
+page otherwise, so a reload or a shared link shows the same state. (Adding
+photos by drag and drop, paste or camera needs the page's JavaScript; the
+file picker and every button are plain forms.)
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from itertools import groupby
 from flask import current_app, g, render_template, request, session
 
 from ..interfaces import ClinicalApp, PromptBank
-from ..analysis import clinical_app_for
+from ..jobs import clinical_app_for, queue_position
+from ..live import effective_thresholds
 from ..pipeline import read
 from ..sessions import current_data
 
@@ -24,22 +27,18 @@ def settings() -> dict:
 
 
 def clinical_app() -> ClinicalApp:
+    """The clinical app (modality) this session chose, else the server's default."""
     return clinical_app_for(settings())
 
 
-def bank_for(record: ClinicalApp) -> PromptBank:
-    return current_app.extensions["privascan_registry"].banks[record.bank]
+def bank_for(chosen: ClinicalApp) -> PromptBank:
+    return current_app.extensions["privascan_registry"].banks[chosen.bank]
 
 
 def rules_for(bank: PromptBank):
     """The bank's rules with this session's debug-panel overrides applied."""
     overrides = settings().get("rules", {})
     return dataclasses.replace(bank.rules, **overrides) if overrides else bank.rules
-
-
-def thresholds_for(bank: PromptBank) -> dict[str, float]:
-    overrides = settings().get("thresholds", {})
-    return {c.id: overrides.get(c.id, c.alert_threshold) for c in bank.conditions}
 
 
 def timeline_groups():
@@ -58,7 +57,7 @@ def read_result(result):
 
 
 def page_context() -> dict:
-    record = clinical_app()
+    chosen = clinical_app()
     models = current_app.extensions["privascan_models"]
     registry = current_app.extensions["privascan_registry"]
     data = current_data()
@@ -68,17 +67,18 @@ def page_context() -> dict:
         "bank_by_name": registry.banks.__getitem__,
         "read_result": read_result,
         "rules_for": rules_for,
-        "thresholds_for": thresholds_for,
-        "record": record,
-        "bank": bank_for(record),
+        "effective_thresholds": effective_thresholds,
+        "threshold_overrides": settings().get("thresholds"),
+        "queue_position": queue_position,
+        "clinical_app": chosen,
+        "bank": bank_for(chosen),
         "apps": list(registry.apps.values()),
         "settings": settings(),
-        "model_status": models.status(record.classifier),
+        "model_status": models.status(chosen.classifier),
         "groups": timeline_groups(),
         "today": dt.date.today(),
         "demo": current_app.config["DEMO_MODEL"],
         "debug": "debug" in request.args,
-        "worker": current_app.extensions["privascan_worker"],
         "session_ended": g.get("session_ended", False),
     }
 

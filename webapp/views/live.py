@@ -15,46 +15,30 @@ import datetime as dt
 import json
 import logging
 import time
-from functools import partial
 
 from flask import Blueprint, Response, abort, current_app, render_template, request, session
 
-from ..analysis import NotReady, QueueFull, WorkerTimeout, run_on_worker
-from ..images import ImageRejected, open_clean, safe_decode
-from ..live import LOG_LIMIT, LiveState, Smoothing, log_csv, log_json
-from ..pipeline import analyse_image
-from ..render import heatmap_overlay_png
+from ..images import ImageRejected, safe_decode
+from ..jobs import NotReady, QueueFull, WorkerTimeout, analyse_live_frame, explain_live_crop, ready_clinical_app
+from ..live import LiveState, Smoothing, effective_thresholds, frame_rows, frame_timings, log_csv, log_json
 from ..sessions import current_data
 from ..store import StoreFull
-from .common import bank_for, clinical_app, settings, thresholds_for
+from .common import bank_for, clinical_app, settings
 
 log = logging.getLogger(__name__)
 bp = Blueprint("live", __name__, url_prefix="/live")
 
-# Defaults an app's config may override (LIVE_*): the browser sends frames of
-# at most 640 px, so these bounds are generous for a real camera and small
-# enough that a flood of frames cannot exhaust memory.
-DEFAULTS = {
-    "LIVE_MAX_FRAME_BYTES": 2 * 1024 * 1024,
-    "LIVE_MAX_FRAME_PIXELS": 2_000_000,
-    "LIVE_FRAME_TIMEOUT": 60.0,  # seconds a frame may wait for the worker
-    "LIVE_EXPLAIN_TIMEOUT": 180.0,
-    "LIVE_WINDOW": 5,
-    "LIVE_NEEDED": 3,
-    "LIVE_GAP": 0.05,
-    "LIVE_LOG_LIMIT": LOG_LIMIT,
-}
-SHOWN_SCORES = 5  # closest matches listed under the video
 ENDED = ("This live scan has ended (the session ended or was cleared, or the scan was never started), "
          "so the frame was not analysed. Press Start to begin again.")
 
 
-def _config(key: str):
-    return current_app.config.get(key, DEFAULTS[key])
-
-
 def _smoothing() -> Smoothing:
-    return Smoothing(window=int(_config("LIVE_WINDOW")), needed=int(_config("LIVE_NEEDED")), gap=float(_config("LIVE_GAP")))
+    config = current_app.config
+    return Smoothing(window=int(config["LIVE_WINDOW"]), needed=int(config["LIVE_NEEDED"]), gap=float(config["LIVE_GAP"]))
+
+
+def _thresholds(bank) -> dict[str, float]:
+    return effective_thresholds(bank, settings().get("thresholds"))
 
 
 def _live() -> LiveState | None:
@@ -65,19 +49,19 @@ def _live() -> LiveState | None:
 
 
 def _context(**extra) -> dict:
-    record = clinical_app()
-    bank = bank_for(record)
+    chosen = clinical_app()
+    bank = bank_for(chosen)
     live = _live()
     return {
-        "record": record,
+        "clinical_app": chosen,
         "bank": bank,
-        "thresholds": thresholds_for(bank),
+        "thresholds": _thresholds(bank),
         "smoothing": _smoothing(),
         "live": live,
         "log_alerts": live.log_snapshot() if live else [],
-        "log_limit": int(_config("LIVE_LOG_LIMIT")),
+        "log_limit": int(current_app.config["LIVE_LOG_LIMIT"]),
         "current_alerts": live.current_alerts() if live else [],
-        "model_status": current_app.extensions["privascan_models"].status(record.classifier),
+        "model_status": current_app.extensions["privascan_models"].status(chosen.classifier),
         "demo": current_app.config["DEMO_MODEL"],
         "frame": None,
         "raised": [],
@@ -104,26 +88,20 @@ def page():
 @bp.post("/start")
 def start():
     """Begin (or restart) this session's live scan; the session is created here if need be."""
-    record = clinical_app()
-    status = current_app.extensions["privascan_models"].status(record.classifier)
-    if not status.ready:
-        abort(409, description=f"Live scan is not available yet: {status.message} {status.advice}".strip())
+    try:
+        chosen = ready_clinical_app(settings())
+    except NotReady as exc:
+        abort(409, description=exc.message.replace("Analysis is", "Live scan is", 1))
     try:
         data = current_data(create=True)
     except StoreFull as exc:
         abort(exc.status, description=exc.message)
     live = data.live
-    if live is None or live.app_name != record.name:
-        data.live = LiveState(record.name, _smoothing(), log_limit=int(_config("LIVE_LOG_LIMIT")))
+    if live is None or live.app_name != chosen.name:
+        data.live = LiveState(chosen.name, _smoothing(), log_limit=int(current_app.config["LIVE_LOG_LIMIT"]))
     else:
         live.restart()
     return render_template("partials/live_frame.html", **_context())
-
-
-def _analyse_frame(image, template_set_id, record, registry):
-    """Runs on the inference worker."""
-    started = time.perf_counter()
-    return analyse_image(image, record, registry, template_set_id=template_set_id, explain=False), started
 
 
 @bp.post("/frame")
@@ -141,23 +119,20 @@ def frame():
                                "Send the next frame when the previous answer has arrived.")
     try:
         received = time.perf_counter()
-        max_bytes = int(_config("LIVE_MAX_FRAME_BYTES"))
+        max_bytes = int(current_app.config["LIVE_MAX_FRAME_BYTES"])
         raw = upload.read(max_bytes + 1)
         if len(raw) > max_bytes:
             abort(413, description=f"This frame is larger than the {max_bytes // (1024 * 1024)} MB allowed for live "
                                    "frames. Send frames of at most 640 pixels per side.")
         try:
-            image = safe_decode(raw, int(_config("LIVE_MAX_FRAME_PIXELS"))).image
+            image = safe_decode(raw, int(current_app.config["LIVE_MAX_FRAME_PIXELS"])).image
         except ImageRejected as exc:
             abort(exc.status, description=f"This frame was not analysed: {exc.message}")
         finally:
             del raw
         decoded = time.perf_counter()
-        options = settings()
         try:
-            record, (result, started) = run_on_worker(
-                options, partial(_analyse_frame, image, options.get("template_set")), float(_config("LIVE_FRAME_TIMEOUT"))
-            )
+            chosen, analysis = analyse_live_frame(image, settings(), float(current_app.config["LIVE_FRAME_TIMEOUT"]))
         except NotReady as exc:
             abort(409, description=exc.message)
         except (QueueFull, WorkerTimeout) as exc:
@@ -166,41 +141,21 @@ def frame():
             del image  # the frame itself is gone once it has been analysed
         if data.live is not live:  # the session was cleared while the frame was analysed
             abort(410, description=ENDED)
-        bank = bank_for(record)
-        thresholds = thresholds_for(bank)
-        view = _view(result, record)
-        probabilities = dict(zip(result.scores.condition_ids, map(float, result.scores.probabilities))) if view == "finding" else None
+        bank = bank_for(chosen)
+        thresholds = _thresholds(bank)
+        probabilities, view, reasons = analysis.probabilities, analysis.view, analysis.reasons
         raised = live.observe(probabilities, bank, thresholds)
-        live.keep_crop(result.crop_jpeg if view == "finding" else b"", result.template_set_id)
-        timings = {"decode": decoded - received, "waiting": started - decoded,
-                   **{name: seconds for name, seconds in result.timings.items()}}
-        del result
+        live.keep_crop(analysis.crop_jpeg, analysis.result.template_set_id)
+        seconds = {"decode": decoded - received, "waiting": analysis.started - decoded, **analysis.result.timings}
+        del analysis
         for alert in raised:
             _hand_off(alert)
-        current = {alert.condition_id for alert in live.current_alerts()}
-        rows = sorted(
-            ({"condition": c, "frame": (probabilities or {}).get(c.id, 0.0), "smoothed": live.smoothed(c.id),
-              "threshold": thresholds[c.id], "active": c.id in current} for c in bank.conditions),
-            key=lambda row: -row["smoothed"],
-        )
-        shown = rows[:SHOWN_SCORES] + [row for row in rows[SHOWN_SCORES:] if row["active"]]
-        if view != "finding" and not any(row["smoothed"] > 0 for row in shown):
-            shown = []  # nothing seen lately: no table of zeros
-        timings["server"] = time.perf_counter() - received
-        frame_info = {"view": view, "rows": shown, "timings": {k: round(v * 1000, 1) for k, v in timings.items()},
-                      "number": live.frames}
+        seconds["server"] = time.perf_counter() - received
+        frame_info = {"view": view, "reasons": reasons, "rows": frame_rows(live, bank, probabilities, thresholds),
+                      "timings": frame_timings(seconds), "number": live.frames}
         return render_template("partials/live_frame.html", **_context(frame=frame_info, raised=raised))
     finally:
         live.frame_lock.release()
-
-
-def _view(result, record) -> str:
-    """What the frame showed: "finding", "nothing" (nothing located by the detector) or "too-small"."""
-    if not result.analysed:
-        return "too-small"
-    if record.detector and result.detection is None:
-        return "nothing"
-    return "finding"
 
 
 def _hand_off(alert) -> None:
@@ -244,50 +199,37 @@ def _threshold(text: str, label: str) -> float:
     return value
 
 
-def _explain_crop(crop_jpeg, template_set_id, condition_id, record, registry):
-    """Runs on the inference worker: Grad-CAM on exactly the crop the last frame was classified on."""
-    bank = registry.banks[record.bank]
-    template_set = bank.template_set(template_set_id if template_set_id in {t.id for t in bank.template_sets} else None)
-    crop = open_clean(crop_jpeg)
-    explainer = registry.explainers[record.explainer]
-    explanation = explainer.explain(registry.classifiers[record.classifier], crop, bank, template_set, condition_id)
-    scores = explanation.scores
-    probability = float(scores.probabilities[scores.condition_ids.index(explanation.condition_id)])
-    return heatmap_overlay_png(crop, explanation.heatmap), explanation.condition_id, probability
-
-
 @bp.post("/explain")
 def explain():
     """A Grad-CAM heatmap for the last frame's crop (the top condition, or ``condition_id``)."""
     live = _live()
     if live is None:
         abort(410, description="There is no live scan in this session to explain. Press Start first.")
-    record = clinical_app()
-    if not record.explainer:
+    chosen = clinical_app()
+    if not chosen.explainer:
         abort(409, description="This modality has no heatmap.")
     crop_jpeg, template_set, at = live.last_crop_jpeg, live.last_template_set, live.last_crop_at
     if not crop_jpeg:
         abort(409, description="There is no frame to explain yet: the last frame had nothing in view to analyse. "
                                "Point the camera at the spot and try again.")
-    bank = bank_for(record)
+    bank = bank_for(chosen)
     condition_id = request.form.get("condition_id") or None
     if condition_id is not None and condition_id not in {c.id for c in bank.conditions}:
         abort(400, description="That condition is not part of this modality.")
     if not live.explain_lock.acquire(blocking=False):
         abort(429, description="A heatmap for this session is already being computed. Please wait for it.")
     try:
-        _, (png, explained_id, probability) = run_on_worker(
-            settings(), partial(_explain_crop, crop_jpeg, template_set, condition_id), float(_config("LIVE_EXPLAIN_TIMEOUT"))
-        )
+        heatmap = explain_live_crop(crop_jpeg, template_set, condition_id, settings(),
+                                    float(current_app.config["LIVE_EXPLAIN_TIMEOUT"]))
     except NotReady as exc:
         abort(409, description=exc.message)
     except (QueueFull, WorkerTimeout) as exc:
         abort(503, description=exc.message)
     finally:
         live.explain_lock.release()
-    heatmap = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-    return render_template("partials/live_explain.html", heatmap=heatmap, condition=bank.condition(explained_id),
-                           probability=probability, at=at)
+    picture = "data:image/png;base64," + base64.b64encode(heatmap.png).decode("ascii")
+    return render_template("partials/live_explain.html", heatmap=picture, condition=bank.condition(heatmap.condition_id),
+                           probability=heatmap.probability, at=at)
 
 
 # -- the alert log, made on the fly and never cached ---------------------------

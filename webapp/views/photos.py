@@ -7,7 +7,7 @@ import secrets
 
 from flask import Blueprint, Response, abort, current_app, g, request, session
 
-from ..analysis import NotReady, QueueFull, enqueue
+from ..jobs import NotReady, QueueFull, queue_analysis, queue_extra_heatmap
 from ..images import ImageRejected, encode_jpeg, open_clean, safe_decode
 from ..render import boxed_photo_jpeg
 from ..sessions import current_data, get_store
@@ -146,7 +146,7 @@ def clear():
 def analyze(photo_id: str):
     photo = _photo_or_404(photo_id)
     try:
-        enqueue(current_data(), photo, settings())
+        queue_analysis(current_data(), photo, settings())
     except NotReady as exc:
         abort(409, description=exc.message)
     except QueueFull as exc:
@@ -163,7 +163,7 @@ def analyze_all():
     queued = 0
     try:
         for photo in waiting:
-            enqueue(data, photo, settings())
+            queue_analysis(data, photo, settings())
             queued += 1
     except NotReady as exc:
         abort(409, description=exc.message)
@@ -181,7 +181,7 @@ def explain(photo_id: str, condition_id: str):
     if photo.result is None or not photo.result.analysed or condition_id not in photo.result.scores.condition_ids:
         abort(404, description="That condition is not part of this photo's result.")
     try:
-        enqueue(current_data(), photo, settings(), kind="explain", condition_id=condition_id)
+        queue_extra_heatmap(current_data(), photo, settings(), condition_id)
     except NotReady as exc:
         abort(409, description=exc.message)
     except QueueFull as exc:

@@ -14,7 +14,7 @@ import shutil
 import time
 from pathlib import Path
 
-from .loading import CommandError, reports_errors
+from webapp.commands.loading import CommandError, reports_errors
 
 WORK_HELP = (
     "working folder for the YOLO copy of the training data (images, labels, data.yaml) and ultralytics' run "
@@ -55,7 +55,7 @@ def add_parser(subparsers) -> None:
 
 @reports_errors("train-detector")
 def run(args: argparse.Namespace) -> int:
-    from plugins.dermatology import yolo_training as training
+    from . import yolo_training as training
 
     out = Path(args.out).expanduser()
     if out.suffix != ".pt":
@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(best, out)
 
-    from plugins.dermatology.yolo_detector import YoloLesionDetector
+    from .yolo_detector import YoloLesionDetector
 
     YoloLesionDetector(out.resolve()).load()  # the app can load what we wrote
     print(f"trained {args.epochs} epoch(s) on {device} in {time.perf_counter() - started:.0f} s; weights: {out}")

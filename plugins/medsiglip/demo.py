@@ -1,7 +1,8 @@
 """Demo mode: a small random-weight model so the interface can be tried without the gated weights.
 
-Only when the operator asks for it (PRIVASCAN_DEMO_MODEL=1); every page then
-carries a banner saying the results are meaningless.
+Only when the operator asks for it (PRIVASCAN_DEMO_MODEL=1): the MedSigLIP
+plugin then registers its classifier on this model instead of ``MODEL``, and
+every page carries a banner saying the results are meaningless.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ def demo_model_directory() -> str:
     It is model data we generate ourselves, never user data, kept in the
     user's cache directory so the project tree stays clean.
     """
-    from plugins.medsiglip.tiny_model import build_tiny_siglip
+    from .tiny_model import build_tiny_siglip
 
     base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "privascan" / "demo-model"
     if not (base / "config.json").exists():

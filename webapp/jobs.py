@@ -1,0 +1,195 @@
+"""The one adapter between the views and the inference worker.
+
+A view asks for work here and gets either a queue position (photos: the card
+polls for the result) or the work's value within a timeout (the JSON API,
+live frames and their heatmaps). Every job is a key and a callable built from
+``webapp.pipeline``; this module owns the one readiness check, puts photo
+results back into the session store, and turns the worker's failures into
+exceptions with a message a person can read.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from functools import partial
+from typing import Any, Callable
+
+from flask import Flask, current_app
+from PIL import Image
+
+from .images import open_clean
+from .interfaces import ClinicalApp
+from .pipeline import AnalysisResult, FrameAnalysis, Heatmap, analyse_frame, analyse_image, explain_condition, explain_jpeg_crop
+from .plugins import Registry
+from .store import Photo, SessionData
+from .worker import InferenceWorker, Job, QueueFull
+
+log = logging.getLogger(__name__)
+
+
+class NotReady(Exception):
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class WorkerTimeout(Exception):
+    message = "The analyser is busy with other work. Please try again in a moment."
+
+
+def init_app(app: Flask) -> None:
+    worker = InferenceWorker(maxsize=app.config["QUEUE_SIZE"])
+    app.extensions["privascan_worker"] = worker
+    worker.start()
+
+
+def clinical_app_for(settings: dict) -> ClinicalApp:
+    """The clinical app a session chose (its ``app`` setting), else the server's default."""
+    registry = current_app.extensions["privascan_registry"]
+    return registry.app(settings.get("app") or current_app.config["CLINICAL_APP"])
+
+
+def ready_clinical_app(settings: dict) -> ClinicalApp:
+    """The session's clinical app, once its classifier can analyse; raises NotReady saying why not."""
+    clinical_app = clinical_app_for(settings)
+    status = current_app.extensions["privascan_models"].status(clinical_app.classifier)
+    if not status.ready:
+        raise NotReady(f"Analysis is not available yet: {status.message} {status.advice}".strip())
+    return clinical_app
+
+
+def _worker() -> InferenceWorker:
+    return current_app.extensions["privascan_worker"]
+
+
+# -- photos of the session: queued, the card polls -------------------------------
+def photo_job_key(store_id: str, photo_id: str, kind: str = "analyse") -> tuple[str, str, str]:
+    return (store_id, photo_id, kind)
+
+
+def queue_position(store_id: str, photo_id: str) -> int | None:
+    """A queued photo analysis's 1-based place in the queue (None once it started)."""
+    return _worker().position(photo_job_key(store_id, photo_id))
+
+
+def queue_analysis(data: SessionData, photo: Photo, settings: dict, analyse_anyway: bool = False) -> int:
+    """Queue a photo's full analysis (scores and heatmap); returns its position.
+
+    ``analyse_anyway``: the user asked to run the model although the quality
+    gate failed; the result is then marked low quality.
+    """
+    clinical_app = ready_clinical_app(settings)
+    work = partial(_analyse_stored_photo, current_app._get_current_object(), data.id, photo.id,
+                   clinical_app.name, settings.get("template_set"), analyse_anyway)
+    store = current_app.extensions["privascan_store"]
+    before = {"state": photo.state, "stage": photo.stage, "error": photo.error}
+    # Marked queued before it can start: the worker's "running" and "done" always come after.
+    store.update_photo(data.id, photo.id, state="queued", stage="", error="")
+    try:
+        handle = _worker().submit(Job(photo_job_key(data.id, photo.id), work))
+    except QueueFull:
+        store.update_photo(data.id, photo.id, **before)
+        raise
+    return handle.position() or 1
+
+
+def queue_extra_heatmap(data: SessionData, photo: Photo, settings: dict, condition_id: str) -> int:
+    """Queue a heatmap for another condition of an analysed photo; returns its position."""
+    clinical_app = ready_clinical_app(settings)
+    work = partial(_explain_stored_photo, current_app._get_current_object(), data.id, photo.id, condition_id)
+    handle = _worker().submit(Job(photo_job_key(data.id, photo.id, f"explain:{condition_id}"), work))
+    del clinical_app  # only checked: the heatmap follows the result's own modality
+    return handle.position() or 1
+
+
+def _analyse_stored_photo(app: Flask, store_id: str, photo_id: str, app_name: str, template_set_id: str | None,
+                          analyse_anyway: bool = False) -> None:
+    """Runs on the worker: the photo is read from the store, the result written back if the photo still exists."""
+    store = app.extensions["privascan_store"]
+    registry: Registry = app.extensions["privascan_registry"]
+    photo = store.get_photo(store_id, photo_id, touch=False)
+    if photo is None:  # deleted (or its session ended) while it waited
+        return
+    update = partial(store.update_photo, store_id, photo_id)
+    try:
+        update(state="running", stage="starting")
+        result = analyse_image(
+            open_clean(photo.jpeg), registry.app(app_name), registry, template_set_id=template_set_id,
+            explain=True, on_stage=lambda stage: update(stage=stage),
+            analyse_anyway=analyse_anyway, demo=bool(app.config.get("DEMO_MODEL")),
+        )
+        update(state="done", stage="", result=result, extra_heatmaps={})
+    except Exception:
+        _report_failure(update)
+
+
+def _explain_stored_photo(app: Flask, store_id: str, photo_id: str, condition_id: str) -> None:
+    store = app.extensions["privascan_store"]
+    registry: Registry = app.extensions["privascan_registry"]
+    photo = store.get_photo(store_id, photo_id, touch=False)
+    if photo is None or photo.result is None:
+        return
+    update = partial(store.update_photo, store_id, photo_id)
+    try:
+        result: AnalysisResult = photo.result
+        heatmap = explain_condition(open_clean(photo.jpeg), result, condition_id, registry.app(result.app_name), registry)
+        update(extra_heatmaps={**photo.extra_heatmaps, condition_id: heatmap.png})
+    except Exception:
+        _report_failure(update)
+
+
+def _report_failure(update: Callable[..., Any]) -> None:
+    incident = secrets.token_hex(4)
+    log.exception("incident %s: analysis job failed", incident)
+    update(state="error", stage="", error=f"The analysis failed (incident {incident}). Please try again.")
+
+
+# -- work a request waits for ----------------------------------------------------
+def _wait(clinical_app: ClinicalApp, work: Callable[[ClinicalApp, Registry], Any], timeout: float) -> Any:
+    """Run ``work(clinical_app, registry)`` on the worker and wait up to ``timeout`` seconds.
+
+    The caller's data (an image, a frame, a crop) travels inside ``work`` and
+    is dropped by the worker once it has run. On timeout the job is
+    cancelled, so a job nobody waits for any more never runs, and
+    WorkerTimeout is raised (a job already running finishes, unread).
+    """
+    registry = current_app.extensions["privascan_registry"]
+    handle = _worker().submit(Job(("wait", secrets.token_hex(8)), partial(work, clinical_app, registry)))
+    try:
+        return handle.result(timeout)
+    except TimeoutError:
+        handle.cancel()
+        raise WorkerTimeout() from None
+
+
+def analyse_once(
+    image: Image.Image, settings: dict, explain: bool, timeout: float, analyse_anyway: bool = False
+) -> tuple[ClinicalApp, AnalysisResult]:
+    """One stateless analysis (the JSON API): nothing is kept after the response."""
+    clinical_app = ready_clinical_app(settings)
+    work = partial(_analyse_given_image, image, settings.get("template_set"), explain, analyse_anyway,
+                   bool(current_app.config.get("DEMO_MODEL")))
+    return clinical_app, _wait(clinical_app, work, timeout)
+
+
+def _analyse_given_image(image, template_set_id, explain, analyse_anyway, demo, clinical_app, registry) -> AnalysisResult:
+    return analyse_image(image, clinical_app, registry, template_set_id=template_set_id, explain=explain,
+                         analyse_anyway=analyse_anyway, demo=demo)
+
+
+def analyse_live_frame(image: Image.Image, settings: dict, timeout: float) -> tuple[ClinicalApp, FrameAnalysis]:
+    clinical_app = ready_clinical_app(settings)
+    return clinical_app, _wait(clinical_app, partial(analyse_frame, image, settings.get("template_set")), timeout)
+
+
+def explain_live_crop(crop_jpeg: bytes, template_set_id: str | None, condition_id: str | None,
+                      settings: dict, timeout: float) -> Heatmap:
+    clinical_app = ready_clinical_app(settings)
+    return _wait(clinical_app, partial(explain_jpeg_crop, crop_jpeg, template_set_id, condition_id), timeout)
+
+
+__all__ = [
+    "NotReady", "QueueFull", "WorkerTimeout", "analyse_live_frame", "analyse_once", "clinical_app_for",
+    "explain_live_crop", "init_app", "queue_analysis", "queue_extra_heatmap", "queue_position", "ready_clinical_app",
+]
