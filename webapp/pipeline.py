@@ -286,10 +286,10 @@ def analyse_frame(
     # The same gates as a photo, per frame: a dark or blurred frame is not
     # classified, so it can raise no alert, and the panel says why.
     result = analyse_image(image, clinical_app, registry, template_set_id=template_set_id, explain=False)
-    if not result.analysed:
+    if result.nothing_located:
+        view = "nothing"  # said first: pointing the camera at the spot is the first thing to fix
+    elif not result.analysed:
         view = "too-small" if result.quality is None else "cant-assess"
-    elif result.nothing_located:
-        view = "nothing"
     else:
         view = "finding"
     return FrameAnalysis(result, view, started)
