@@ -145,3 +145,30 @@ def test_the_tiny_model_runs_the_real_path_end_to_end(photo, registry, tiny_mode
     assert result.triage is not None and result.tier != CANT_ASSESS
     reading = read(result, bank)
     assert reading.triage.tier == result.tier
+
+
+def document_picture() -> Image.Image:
+    """A photo of a printed page: white paper, black lines of text."""
+    from PIL import ImageDraw
+
+    page = Image.new("RGB", (900, 1200), (245, 245, 240))
+    draw = ImageDraw.Draw(page)
+    for line in range(40):
+        draw.text((60, 40 + 28 * line), "Patient information leaflet: please read before use. " * 2, fill=(20, 20, 20))
+    return page
+
+
+def test_out_of_scope_pictures_are_refused_by_the_deterministic_checks_and_the_scope_gate(registry):
+    # A document: the colour check refuses it before any model runs ...
+    result = analyse(document_picture(), registry)
+    assert result.tier == CANT_ASSESS and "colour" in [c.name for c in result.quality.failed]
+    assert scripted.SEEN == []
+    # ... and "Analyse anyway" cannot get past the scope gate.
+    anyway = analyse(document_picture(), registry, analyse_anyway=True)
+    assert anyway.scores is None and anyway.triage.reasons == ["This does not look like a skin photo."]
+    # A colourful scene that passes every quality check is refused by the scope gate alone.
+    scripted.IN_SCOPE_MATCH = 0.2  # the scripted model reads it as "a photo of scenery"
+    scene = make_lesion_photo(3, 1200, 900, skin_tone="III", position=(0.5, 0.5))[0]
+    verdict = analyse(scene, registry)
+    assert verdict.quality.passed and verdict.scope.in_scope is False and verdict.scope.score == pytest.approx(0.2)
+    assert verdict.tier == CANT_ASSESS and verdict.scores is None
