@@ -424,6 +424,9 @@ def test_fit_calibration_writes_the_temperature_and_the_app_applies_it(dataset, 
     # The tiny model's random weights cannot judge scope: nothing is rejected, and the report says so.
     scope = report["out_of_scope"]
     assert scope["images"] == PER_LABEL and scope["not_judged"] == PER_LABEL and scope["rejection_rate"] is None
+    html = (out / "report.html").read_text()
+    assert "Calibration (temperature scaling, arm A)" in html and f"Temperature {calibration['temperature']}" in html
+    assert "Scope gate on out-of-scope pictures" in html and f"{PER_LABEL} pictures: 0 rejected" in html
     # The app loads the file and says its probabilities are calibrated.
     monkeypatch.setenv("PRIVASCAN_BANK_OVERRIDES", str(overrides))
     app = make_app(tiny_model_dir)
