@@ -77,7 +77,7 @@ def test_it_writes_a_complete_package(scaffolded):
     bank = load_prompt_bank(scaffolded / PACKAGE / "prompts" / f"{NAME}.toml")
     assert bank.name == NAME and bank.title == "Retina (demo)" and len(bank.conditions) == 2
     assert {group for c in bank.conditions for group in c.groups} == {"normal", "abnormal"}
-    assert "partials/result_parts.html" in (scaffolded / PACKAGE / "templates" / NAME / "result.html").read_text()
+    assert '{% extends "partials/result_base.html" %}' in (scaffolded / PACKAGE / "templates" / NAME / "result.html").read_text()
 
 
 def test_the_running_app_offers_the_installed_plugin(tiny_model_dir, scaffolded):

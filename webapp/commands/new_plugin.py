@@ -244,27 +244,14 @@ alert_threshold = 0.5
 '''
 
 FILES["$package/templates/$name/result.html"] = '''\
-{# The result of one $name image, built from PrivaScan's result parts (partials/result_parts.html).
-   Change the wording with the macros' keyword arguments, or write your own HTML around them. #}
-{% import "partials/result_parts.html" as parts %}
-{% set result = photo.result %}
-{% set app = clinical_app_by_name(result.app_name) %}
-<link rel="stylesheet" href="{{ url_for('plugin_static.static_file', plugin='$name', filename='$name.css') }}">
-<section class="result result-$name" aria-labelledby="result-{{ photo.id }}">
-  <h5 id="result-{{ photo.id }}" class="visually-hidden">{{ app.title }} result for {{ photo.name }}</h5>
-  {{ parts.notes(result) }}
-  {% if result.analysed %}
-  {% set reading = read_result(result) %}
-  {% set bank = bank_by_name(app.bank) %}
-  {% set thresholds = effective_thresholds(bank, threshold_overrides) %}
-  {{ parts.headline(reading, risk_words={"high": "Abnormal finding suspected", "moderate": "Worth a look", "low": "Nothing abnormal matched"}) }}
-  {{ parts.explanation(reading) }}
-  {{ parts.pictures(photo, result, bank, reading) }}
-  {{ parts.ranking(photo, app, reading, thresholds, explaining, heading="All findings, most likely first") }}
-  {{ parts.details(photo, result, app, bank, reading) }}
-  {% endif %}
-  {{ parts.disclaimer(app) }}
-</section>
+{# The result of one $name image: PrivaScan's result skeleton (partials/result_base.html) with this modality's wording.
+   Override more blocks (see the skeleton's comment), or change the wording with the parts' keyword arguments. #}
+{% extends "partials/result_base.html" %}
+{% block stylesheet %}<link rel="stylesheet" href="{{ url_for('plugin_static.static_file', plugin='$name', filename='$name.css') }}">{% endblock %}
+{% block section_class %} result-$name{% endblock %}
+{% block title %}{{ clinical_app.title }} result for {{ photo.name }}{% endblock %}
+{% block headline %}{{ parts.headline(reading, risk_words={"high": "Abnormal finding suspected", "moderate": "Worth a look", "low": "Nothing abnormal matched"}) }}{% endblock %}
+{% block ranking %}{{ parts.ranking(photo, clinical_app, reading, thresholds, explaining, heading="All findings, most likely first") }}{% endblock %}
 '''
 
 FILES["$package/static/$name.css"] = '''\
