@@ -94,3 +94,31 @@ def test_an_api_timeout_is_a_503_and_the_job_never_runs_later(tiny_model_dir):
     assert worker.join_idle(30)
     assert worker.current is None and worker.pending() == 0
     app.extensions["privascan_worker"].stop()
+
+
+def test_the_gates_verdicts_are_in_the_json(app, client):
+    from PIL import ImageFilter
+
+    good = post_image(client, NCI_PHOTO.read_bytes()).get_json()
+    assert good["assessable"] is True and good["tier"] in {"refer_urgently", "refer", "monitor"}
+    assert good["quality"]["passed"] is True
+    names = {check["name"] for check in good["quality"]["checks"]}
+    assert {"sharpness", "noise", "exposure_dark", "exposure_bright", "clipping", "resolution", "framing", "colour"} == names
+    assert all(set(check) == {"name", "value", "limit", "passed", "hint"} for check in good["quality"]["checks"])
+    assert good["scope"]["in_scope"] is None and "cannot judge" in good["scope"]["message"]  # random weights
+    assert good["skin_tone"]["band"] in {"very_light", "light"} and isinstance(good["skin_tone"]["ita"], float)
+    assert good["calibrated"] is False and "relative scores" in good["scores_note"]
+
+    blurred = io.BytesIO()
+    Image.open(NCI_PHOTO).filter(ImageFilter.GaussianBlur(25)).save(blurred, format="JPEG")
+    response = post_image(client, blurred.getvalue())
+    assert response.status_code == 200  # a valid input; the answer is "can't assess"
+    refused = response.get_json()
+    assert refused["assessable"] is False and refused["tier"] == "cant_assess"
+    assert refused["conditions"] == [] and refused["headline"] is None
+    failed = [check for check in refused["quality"]["checks"] if not check["passed"]]
+    assert [check["name"] for check in failed] == ["sharpness"] and refused["reasons"] == [failed[0]["hint"]]
+
+    anyway = post_image(client, blurred.getvalue(), "?analyse_anyway=1").get_json()
+    assert anyway["low_quality"] is True and anyway["assessable"] is False and anyway["conditions"]
+    assert anyway["headline"]["summary"] == ""  # never advice on a low-quality result

@@ -40,7 +40,8 @@ document.addEventListener("securitypolicyviolation", (event) => {
 
 
 def photo_bytes(seed: int, fmt: str = "JPEG") -> bytes:
-    image, _ = make_lesion_photo(seed, width=400, height=300)
+    # Large enough for the quality gate's resolution check (the crop region must be 224 px or more).
+    image, _ = make_lesion_photo(seed, width=800, height=600)
     buffer = io.BytesIO()
     image.save(buffer, format=fmt)
     return buffer.getvalue()
@@ -281,6 +282,75 @@ def test_analysing_a_photo_shows_a_ranked_result_and_heatmap(page, monkeypatch):
     expect(extra).to_be_visible(timeout=10_000)
     assert extra.evaluate("img => img.naturalWidth") > 0
     expect(card.get_by_text("Computing the second heatmap…")).to_have_count(0)
+
+
+DISPLAYED_PIXELS = """(img) => {
+  const canvas = document.createElement("canvas");
+  canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+  const context = canvas.getContext("2d");
+  context.drawImage(img, 0, 0);
+  const data = context.getImageData(0, 0, canvas.width, canvas.height).data;
+  let text = "";
+  for (let i = 0; i < data.length; i += 8192) { text += String.fromCharCode.apply(null, data.subarray(i, i + 8192)); }
+  return [canvas.width, canvas.height, btoa(text)];
+}"""
+
+
+def displayed_pixels(image_locator):
+    """The RGBA pixels the browser shows for an <img>, as a numpy array."""
+    import numpy as np
+
+    width, height, data = image_locator.evaluate(DISPLAYED_PIXELS)
+    return np.frombuffer(base64.b64decode(data), dtype=np.uint8).reshape(height, width, 4)
+
+
+def server_pixels(page, path: str):
+    """The server's current bytes for a picture (the unversioned URL) and their RGBA pixels."""
+    import numpy as np
+    from PIL import Image
+
+    response = page.request.get(path)
+    assert response.ok, path
+    return response.body(), np.asarray(Image.open(io.BytesIO(response.body())).convert("RGBA"))
+
+
+def test_pictures_always_match_the_text_after_analysing_again(page):
+    """Analyse, switch the kind of picture, analyse again: the card shows the new run's crop and heatmap."""
+    import numpy as np
+
+    add_files(page, ("again.jpg", "image/jpeg", photo_bytes(12)))
+    card = card_named(page, "again.jpg")
+    photo_id = card.get_attribute("id").removeprefix("photo-")
+    expect(card.locator(".will-analyse-as")).to_contain_text("as Skin (dermatology), Clinical photo")
+    card.get_by_role("button", name="Analyze", exact=True).click()
+    expect(card.locator(".state")).to_have_text(re.compile(r"Analysed"))
+    expect(card.locator(".made-with")).to_contain_text("Clinical photo")
+    heatmap = card.get_by_role("img", name=re.compile(r"^Heatmap of where the model looked"))
+    expect(heatmap).to_have_js_property("complete", True)
+    first_src = heatmap.get_attribute("src")
+    first_bytes, first_pixels = server_pixels(page, f"/photos/{photo_id}/heatmap.png")
+    assert np.array_equal(displayed_pixels(heatmap), first_pixels)
+
+    page.get_by_label("Kind of picture").select_option(label="Dermoscopy")
+    card = card_named(page, "again.jpg")
+    expect(card.locator(".will-analyse-as")).to_contain_text("Dermoscopy")
+    card.get_by_role("button", name="Analyze again").click()
+    expect(card.locator(".made-with")).to_contain_text("Dermoscopy", timeout=30_000)
+    heatmap = card.get_by_role("img", name=re.compile(r"^Heatmap of where the model looked"))
+    crop = card.get_by_role("img", name=re.compile(r"^The analysed crop"))
+    expect(heatmap).to_have_js_property("complete", True)
+    expect(crop).to_have_js_property("complete", True)
+    second_src = heatmap.get_attribute("src")
+    assert second_src != first_src  # a URL of its own: no cached copy of the first run can answer it
+    assert "/r/" in second_src and "/r/" in crop.get_attribute("src")
+    second_bytes, second_pixels = server_pixels(page, f"/photos/{photo_id}/heatmap.png")
+    assert second_bytes != first_bytes  # the other template set explains differently
+    assert np.array_equal(displayed_pixels(heatmap), second_pixels)  # PNG: exactly the server's new pixels
+    _, crop_pixels = server_pixels(page, f"/photos/{photo_id}/crop.jpg")
+    shown = displayed_pixels(crop).astype(int)
+    assert shown.shape == crop_pixels.shape and np.abs(shown - crop_pixels).mean() < 2.0  # JPEG decoders may differ by a level
+    # The first run's picture URL no longer answers with a picture.
+    assert page.request.get(first_src).status == 404
 
 
 def test_a_bad_file_gives_a_readable_message_and_keeps_the_photos(page):

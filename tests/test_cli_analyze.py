@@ -20,7 +20,7 @@ from webapp.commands.analyze import COLUMNS
 def photos(tmp_path_factory):
     folder = tmp_path_factory.mktemp("photos")
     for seed in range(3):
-        image, _ = make_lesion_photo(seed, width=200, height=150)
+        image, _ = make_lesion_photo(seed, width=800, height=600)  # big enough for the quality gate
         image.save(folder / f"photo-{seed}.jpg")
     (folder / "empty.png").write_bytes(b"")
     tiny = folder / "small"
@@ -77,7 +77,7 @@ def test_csv_on_stdout(photos, environment, capsys):
         box = [int(v) for v in record["lesion_box"].split()] if record["lesion_box"] else None
         assert box == (result.detection.box.as_list() if result.detection else None)
         if box:
-            assert 0 <= box[0] < box[2] <= 200 and 0 <= box[1] < box[3] <= 150
+            assert 0 <= box[0] < box[2] <= 800 and 0 <= box[1] < box[3] <= 600
     assert records[3]["status"] == "rejected" and records[3]["risk"] == "unknown"
     assert "empty" in records[3]["notes"]
 
@@ -124,3 +124,23 @@ def test_a_missing_path_is_an_error_before_anything_is_written(environment, tmp_
     assert cli.main(["analyze", str(tmp_path / "nope.jpg"), "--output", str(output)]) == 2
     assert "no such file or folder" in capsys.readouterr().err
     assert not output.exists()
+
+
+def test_gate_fields_and_analyse_anyway(photos, environment, tmp_path, capsys):
+    from PIL import ImageFilter
+
+    from tests.synthetic import make_lesion_photo
+
+    blurred = tmp_path / "blurred.jpg"
+    make_lesion_photo(4, width=800, height=600)[0].filter(ImageFilter.GaussianBlur(25)).save(blurred)
+    assert cli.main(["analyze", str(blurred), str(photos / "photo-0.jpg"), "--format", "json", "--quiet"]) == 0
+    refused, good = json.loads(capsys.readouterr().out)
+    assert refused["tier"] == "cant_assess" and not refused["assessable"] and not refused["analysed"]
+    sharpness = next(c for c in refused["quality"]["checks"] if c["name"] == "sharpness")
+    assert not sharpness["passed"] and sharpness["hint"].startswith("Too blurred")
+    assert good["quality"]["passed"] and good["tier"] != "cant_assess"
+    assert good["scope"]["in_scope"] is None  # the tiny random model cannot judge scope
+    assert good["skin_tone"]["band"] and good["calibrated"] is False
+    assert cli.main(["analyze", str(blurred), "--format", "json", "--analyse-anyway", "--quiet"]) == 0
+    (anyway,) = json.loads(capsys.readouterr().out)
+    assert anyway["analysed"] and anyway["low_quality"] and not anyway["assessable"] and anyway["top"]

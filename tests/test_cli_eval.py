@@ -396,3 +396,38 @@ def test_compare_bank_from_a_file(dataset, environment, tmp_path):
     a = [i["arms"]["A"]["probabilities"]["melanoma"] for i in analysed_images(report)]
     b = [i["arms"]["B"]["probabilities"]["melanoma"] for i in analysed_images(report)]
     assert a != b
+
+
+def test_fit_calibration_writes_the_temperature_and_the_app_applies_it(dataset, environment, tmp_path, tiny_model_dir, monkeypatch, capsys):
+    out = tmp_path / "report"
+    overrides = tmp_path / "clinic.toml"
+    assert cli.main(["eval", str(dataset / "photos"), "--out", str(out), *MAPS, "--fit-calibration",
+                     "--overrides-out", str(overrides), "--out-of-scope", str(dataset / "photos" / "nv"), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    calibration = report["calibration"]
+    assert calibration["validation_images"] + calibration["held_out_images"] == report["dataset"]["analysed"]
+    rows = [r for r in report["images"] if r["analysed"]]
+    assert all("split" in r for r in rows)
+    assert "temperature" in tomllib.loads(overrides.read_text())["calibration"]
+    assert tomllib.loads(overrides.read_text())["calibration"]["temperature"] == calibration["temperature"]
+    assert f"temperature {calibration['temperature']}" in printed
+    before, after = calibration["held_out"]["before"], calibration["held_out"]["after"]
+    assert before["n"] == after["n"] == calibration["held_out_images"]
+    assert after["nll"] is not None and before["ece"] is not None
+    # The fit minimises the validation split's NLL over a range that holds T = 1: it can only improve there.
+    validation = calibration["validation"]
+    assert validation["after"]["nll"] <= validation["before"]["nll"] + 1e-9
+    # No skin-type column: the estimated ITA band is the subgroup.
+    assert report["dataset"]["subgroup_column"] == "skin tone (estimated ITA band)"
+    assert set(report["arms"][0]["subgroups"]) <= {"very_light", "light", "intermediate", "tan", "brown", "dark", "not estimated"}
+    # The tiny model's random weights cannot judge scope: nothing is rejected, and the report says so.
+    scope = report["out_of_scope"]
+    assert scope["images"] == PER_LABEL and scope["not_judged"] == PER_LABEL and scope["rejection_rate"] is None
+    html = (out / "report.html").read_text()
+    assert "Calibration (temperature scaling, arm A)" in html and f"Temperature {calibration['temperature']}" in html
+    assert "Scope gate on out-of-scope pictures" in html and f"{PER_LABEL} pictures: 0 rejected" in html
+    # The app loads the file and says its probabilities are calibrated.
+    monkeypatch.setenv("PRIVASCAN_BANK_OVERRIDES", str(overrides))
+    app = make_app(tiny_model_dir)
+    assert app.extensions["privascan_registry"].banks["dermatology"].temperature == calibration["temperature"]

@@ -16,7 +16,7 @@ import threading
 import time
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageFilter
 from werkzeug.datastructures import FileStorage, MultiDict
 from werkzeug.test import encode_multipart
 
@@ -204,7 +204,9 @@ def test_restart_forgets_the_smoothing_but_keeps_the_log():
 
 # -- through the app ---------------------------------------------------------------------
 def frame_jpeg(seed: int = 1, width: int = 640, height: int = 480) -> bytes:
-    image, _ = make_lesion_photo(seed, width=width, height=height)
+    # The lesion fills 40 % of the frame's height, so its crop passes the quality
+    # gate's resolution check (224 px) in a 640 x 480 frame.
+    image, _ = make_lesion_photo(seed, width=width, height=height, lesion_size=0.4)
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=80)
     return buffer.getvalue()
@@ -267,6 +269,31 @@ def test_a_frame_with_no_skin_in_view_says_so_and_keeps_no_crop(app, browser):
     assert "No lesion in view" in text(response)
     assert "Closest matches" not in text(response)
     assert live_state(app).last_crop_jpeg == b""
+
+
+@pytest.mark.parametrize("degrade_frame,words", [
+    (lambda image: image.point(lambda v: v // 25), "Too dark: move to daylight or switch on a lamp"),
+    (lambda image: image.filter(ImageFilter.GaussianBlur(12)), "Too blurred"),
+])
+def test_a_dark_or_blurred_frame_raises_no_alert_and_says_why(app, browser, degrade_frame, words):
+    # Any assessed frame's melanoma score (about 1/18 from the tiny model) alerts after three frames.
+    bank = app.extensions["privascan_registry"].banks["dermatology"]
+    form = {f"threshold_{c.id}": "0.001" if c.id == "melanoma" else "1" for c in bank.conditions}
+    assert browser.post("/live/thresholds", data=form).status_code == 200
+    browser.post("/live/start")
+    image = Image.open(io.BytesIO(frame_jpeg(2)))
+    buffer = io.BytesIO()
+    degrade_frame(image).save(buffer, format="JPEG", quality=90)
+    pages = [post_frame(browser, buffer.getvalue()) for _ in range(4)]
+    assert [page.status_code for page in pages] == [200] * 4
+    for page in pages:
+        assert words in text(page)
+        assert "Alert: Melanoma" not in text(page)
+        assert 'role="alert"' not in page.get_data(as_text=True)
+    assert live_state(app).current_alerts() == [] and live_state(app).last_crop_jpeg == b""
+    # The same frame undegraded alerts as before: the gate, not the scores, stopped it.
+    good = [post_frame(browser, frame_jpeg(2)) for _ in range(3)]
+    assert "Alert: Melanoma" in text(good[-1])
 
 
 def test_a_low_threshold_raises_an_alert_that_is_logged_and_downloadable(app, browser):

@@ -275,13 +275,35 @@ def test_a_tiny_photo_gets_a_plain_answer_not_a_label(app, browser):
 
 
 def test_a_photo_without_a_lesion_says_so_and_is_not_confident(app, browser):
-    browser.upload((jpeg_bytes(400, 300, (205, 160, 135)), "plain-skin.jpg"))
+    from tests.synthetic import make_plain_skin
+
+    buffer = io.BytesIO()
+    make_plain_skin(5, 800, 600).save(buffer, format="JPEG", quality=92)
+    browser.upload((buffer.getvalue(), "plain-skin.jpg"))
     photo_id = browser.photo_ids()[0]
     browser.post(f"/photos/{photo_id}/analyze")
     wait_for_worker(app)
     card = message_text(browser.get(f"/photos/{photo_id}/card"))
     assert "No lesion could be located" in card
     assert "confidence: unclear" in card
+    assert "No advice is shown" in card  # an unclear result never shows a condition's summary
+
+
+def test_a_featureless_picture_is_cant_assess_with_a_hint_and_analyse_anyway(app, browser):
+    browser.upload((jpeg_bytes(400, 300, (205, 160, 135)), "flat.jpg"))
+    photo_id = browser.photo_ids()[0]
+    browser.post(f"/photos/{photo_id}/analyze")
+    wait_for_worker(app)
+    response = browser.get(f"/photos/{photo_id}/card")
+    assert response.status_code == 200
+    card = message_text(response)
+    assert "Can't assess" in card and "Too blurred" in card and "Analyse anyway" in card
+    assert "Most likely" not in card  # no condition, no advice
+    again = browser.post(f"/photos/{photo_id}/analyze", data={"analyse_anyway": "1"})
+    assert again.status_code == 200
+    wait_for_worker(app)
+    card = message_text(browser.get(f"/photos/{photo_id}/card"))
+    assert "Low quality: analysed anyway" in card and "Most likely" in card and "No advice is shown" in card
 
 
 def test_queue_full_answers_busy_with_retry_after(tiny_model_dir):

@@ -10,6 +10,9 @@ labelled images; the app reads it at start-up from ``PRIVASCAN_BANK_OVERRIDES``
     [thresholds]
     melanoma = 0.18               # a probability in [0, 1]
 
+    [calibration]                 # optional, from ``privascan eval --fit-calibration``
+    temperature = 1.73            # softmax(logits / T): the app shows calibrated probabilities
+
 Every mistake (unknown bank or condition, a value outside [0, 1], an unknown
 key) stops start-up with a message naming the file and the entry, so a
 mistyped threshold never silently leaves the shipped one in place.
@@ -25,7 +28,7 @@ from pathlib import Path
 
 from .interfaces import PromptBank
 
-ALLOWED_KEYS = {"bank", "thresholds"}
+ALLOWED_KEYS = {"bank", "thresholds", "calibration"}
 
 
 class BankOverridesError(ValueError):
@@ -36,6 +39,7 @@ class BankOverridesError(ValueError):
 class BankOverrides:
     bank: str | None  # None: the default clinical app's bank
     thresholds: dict[str, float]
+    temperature: float | None = None  # None: uncalibrated
 
 
 def load_overrides(path: str | Path) -> BankOverrides:
@@ -50,7 +54,7 @@ def load_overrides(path: str | Path) -> BankOverrides:
         raise BankOverridesError(f"{where}: cannot be read as TOML ({exc})") from exc
     unknown = sorted(set(data) - ALLOWED_KEYS)
     if unknown:
-        raise BankOverridesError(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: bank, [thresholds])")
+        raise BankOverridesError(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: bank, [thresholds], [calibration])")
     bank = data.get("bank")
     if bank is not None and (not isinstance(bank, str) or not bank):
         raise BankOverridesError(f"{where}: bank must be a bank name, e.g. bank = \"dermatology\"")
@@ -62,7 +66,16 @@ def load_overrides(path: str | Path) -> BankOverrides:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not 0.0 <= value <= 1.0:
             raise BankOverridesError(f"{where}: threshold for {condition_id!r} is {value!r}; it must be a number in [0, 1]")
         thresholds[condition_id] = float(value)
-    return BankOverrides(bank, thresholds)
+    calibration = data.get("calibration", {})
+    if not isinstance(calibration, dict) or set(calibration) - {"temperature"}:
+        raise BankOverridesError(f"{where}: [calibration] holds only temperature = <a positive number>")
+    temperature = calibration.get("temperature")
+    if temperature is not None and (
+        isinstance(temperature, bool) or not isinstance(temperature, (int, float))
+        or not math.isfinite(temperature) or not 0.01 <= temperature <= 100
+    ):
+        raise BankOverridesError(f"{where}: calibration temperature is {temperature!r}; it must be a number in [0.01, 100]")
+    return BankOverrides(bank, thresholds, None if temperature is None else float(temperature))
 
 
 def with_thresholds(bank: PromptBank, thresholds: dict[str, float], where: str = "overrides") -> PromptBank:
@@ -100,14 +113,21 @@ def apply_bank_overrides(registry, config: dict) -> None:
         name = registry.app(config.get("CLINICAL_APP")).bank
     if name not in registry.banks:
         raise BankOverridesError(f"{where}: no bank named {name!r} (banks: {', '.join(sorted(registry.banks))})")
-    registry.banks[name] = with_thresholds(registry.banks[name], overrides.thresholds, where)
+    bank = with_thresholds(registry.banks[name], overrides.thresholds, where)
+    if overrides.temperature is not None:
+        bank = dataclasses.replace(bank, temperature=overrides.temperature)
+    registry.banks[name] = bank
 
 
-def format_overrides(bank_name: str, thresholds: dict[str, float], comments: list[str] = ()) -> str:
+def format_overrides(
+    bank_name: str, thresholds: dict[str, float], comments: list[str] = (), temperature: float | None = None
+) -> str:
     """The TOML text of an overrides file (comments first, each line prefixed with '# ')."""
     lines = [f"# {line}".rstrip() for line in comments]
     lines += [f"bank = {_toml_string(bank_name)}", "", "[thresholds]"]
     lines += [f"{_toml_key(condition_id)} = {value!r}" for condition_id, value in thresholds.items()]
+    if temperature is not None:
+        lines += ["", "[calibration]", f"temperature = {float(temperature)!r}"]
     return "\n".join(lines) + "\n"
 
 

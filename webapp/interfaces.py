@@ -17,6 +17,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from PIL import Image
 
+from .quality import QualityLimits
+
 
 class ModelUnavailable(Exception):
     """A model cannot be loaded; ``reason`` is shown to the user with ``advice``."""
@@ -148,6 +150,53 @@ class InterpretationRules:
 
 
 @dataclass(frozen=True)
+class ScopeRules:
+    """What a modality's pictures are, in words the image embedding is scored against (the scope gate)."""
+
+    subject: str = "picture"  # "a skin photo": ends the sentence "This does not look like ..."
+    in_scope: tuple[str, ...] = ()  # prompts for pictures the bank is made for
+    out_of_scope: tuple[str, ...] = ()  # prompts for everything else a user might send
+    min_score: float = 0.5  # in-scope share of the scope softmax needed to analyse
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.in_scope and self.out_of_scope)
+
+    @property
+    def prompts(self) -> tuple[str, ...]:
+        return (*self.in_scope, *self.out_of_scope)
+
+
+@dataclass(frozen=True)
+class TierRule:
+    """One triage tier: the headline a result gets when its risk is one of ``risks``."""
+
+    id: str  # refer_urgently, refer, monitor, ...: stable, used by the API and exports
+    label: str  # "Refer urgently"
+    meaning: str  # what the tier asks of the reader, in plain words
+    risks: tuple[str, ...]  # interpreter risks ("high", "moderate", "low", "unclear") it applies to
+    min_high_risk_probability: float = 0.0  # and the high-risk groups together score at least this
+    requires_reliable: bool = False  # and the ranking's entropy is within the limit
+
+
+CANT_ASSESS = "cant_assess"
+
+
+@dataclass(frozen=True)
+class TriageRules:
+    """How results become tier headlines, and when condition advice may be shown."""
+
+    tiers: tuple[TierRule, ...] = ()  # first match wins; the last should catch every risk
+    cant_assess_label: str = "Can't assess"
+    cant_assess_meaning: str = "The picture cannot be judged; follow the retake advice or see a clinician."
+    # Confidence labels (from the rules' bands) at which a condition's summary may be shown.
+    advice_confidence: tuple[str, ...] = ("confident", "plausible")
+    # Individual Typology Angle bands that get a caution (dermatology); empty: no skin-tone estimate.
+    skin_tone_caution_bands: tuple[str, ...] = ()
+    skin_tone_caution: str = ""
+
+
+@dataclass(frozen=True)
 class PromptBank:
     """A modality's described conditions, its template sets and its rules."""
 
@@ -157,6 +206,12 @@ class PromptBank:
     template_sets: tuple[TemplateSet, ...]
     rules: InterpretationRules = field(default_factory=InterpretationRules)
     content_hash: str = ""
+    quality: QualityLimits = field(default_factory=QualityLimits)
+    scope: ScopeRules = field(default_factory=ScopeRules)
+    triage: TriageRules = field(default_factory=TriageRules)
+    # Softmax temperature fitted on a clinic's labelled set (``privascan eval
+    # --fit-calibration``, kept in the overrides file); None: uncalibrated.
+    temperature: float | None = None
 
     def condition(self, condition_id: str) -> Condition:
         for condition in self.conditions:
@@ -189,6 +244,9 @@ class Scores:
     # the result so lesions can be matched across photos (webapp/lesions.py); None when
     # the classifier does not expose one.
     embedding: np.ndarray | None = None
+    # Softmax over the bank's scope prompts (``bank.scope.prompts`` order), from
+    # the same image embedding; None when the bank or classifier has no scope gate.
+    scope_probabilities: np.ndarray | None = None
 
 
 @dataclass

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .interfaces import Condition, InterpretationRules, PromptBank, Scores
+from .interfaces import CANT_ASSESS, Condition, InterpretationRules, PromptBank, Scores
 
 # Scores are float32 softmax outputs: two numbers closer than this are equal,
 # so a hand-typed 0.40 margin lands in the band a person expects.
@@ -63,6 +63,7 @@ class Interpretation:
     alerts: list[str]  # ids whose probability reached their own alert_threshold
     steps: list[str]  # the reasoning in words, for the debug panel
     rules: InterpretationRules = field(default_factory=InterpretationRules)
+    triage: "Triage | None" = None  # set by webapp.pipeline.read: the headline tier with the gates' verdicts
 
     @property
     def top(self) -> RankedCondition:
@@ -301,3 +302,94 @@ def _risk(
 
 def _pct(value: float) -> str:
     return f"{100 * value:.1f} %"
+
+
+# ------------------------------------------------------------------ triage
+@dataclass
+class Triage:
+    """The headline tier of one result, and whether condition advice may be shown.
+
+    Plain fields only, so results, the API, reports and exports can carry it
+    as it is. ``assessable`` is False whenever a gate failed, even when the
+    user chose "Analyse anyway" (then ``low_quality`` is True and ``tier`` is
+    the tier the scores would give, marked low quality wherever it is shown).
+    """
+
+    assessable: bool
+    tier: str  # a bank tier id, or CANT_ASSESS
+    tier_label: str
+    tier_meaning: str
+    show_advice: bool  # the headline condition's summary may be shown
+    low_quality: bool = False  # analysed although the quality gate failed
+    reasons: list[str] = field(default_factory=list)  # why it cannot be assessed / retake hints
+    steps: list[str] = field(default_factory=list)
+
+
+def tier_for(reading: Interpretation, bank: PromptBank) -> tuple[str, str, str, str]:
+    """(tier id, label, meaning, step) of the first of the bank's tiers that matches ``reading``."""
+    for rule in bank.triage.tiers:
+        if reading.risk not in rule.risks:
+            continue
+        if reading.high_risk_probability + EPSILON < rule.min_high_risk_probability:
+            continue
+        if rule.requires_reliable and not reading.reliable:
+            continue
+        conditions = [f"risk {reading.risk}"]
+        if rule.min_high_risk_probability > 0:
+            conditions.append(f"high-risk total {_pct(reading.high_risk_probability)} >= {_pct(rule.min_high_risk_probability)}")
+        if rule.requires_reliable:
+            conditions.append("ranking reliable")
+        return rule.id, rule.label, rule.meaning, f"Tier: {rule.label} ({', '.join(conditions)})."
+    # A bank without tiers (a plugin's older bank) still gets a safe headline.
+    return "refer", "Refer", "Have a clinician look at it.", "Tier: Refer (the bank defines no tiers)."
+
+
+def triage(
+    reading: Interpretation | None,
+    bank: PromptBank,
+    quality=None,
+    scope=None,
+    analyse_anyway: bool = False,
+) -> Triage:
+    """Combine the gates' verdicts and the reading into the headline tier.
+
+    ``quality`` is a ``webapp.quality.QualityReport`` (or None: not run),
+    ``scope`` a ``webapp.scope.ScopeVerdict`` (or None). Out of scope is never
+    overridden; a failed quality gate is, with ``analyse_anyway``, but the
+    result then stays not assessable, low quality and without advice.
+    """
+    rules = bank.triage
+    cant = (CANT_ASSESS, rules.cant_assess_label, rules.cant_assess_meaning)
+    if scope is not None and scope.in_scope is False:
+        return Triage(False, *cant, show_advice=False, reasons=[scope.message],
+                      steps=[f"Scope gate: score {scope.score:.3f} below {bank.scope.min_score:.2f}: out of scope."])
+    steps: list[str] = []
+    reasons: list[str] = []
+    low_quality = False
+    if quality is not None and not quality.passed:
+        reasons = [check.hint for check in quality.failed]
+        failed = ", ".join(check.name for check in quality.failed)
+        if not analyse_anyway:
+            return Triage(False, *cant, show_advice=False, reasons=reasons,
+                          steps=[f"Quality gate failed ({failed}): can't assess."])
+        low_quality = True
+        steps.append(f"Quality gate failed ({failed}); analysed anyway at the user's request: low quality.")
+    if reading is None:
+        return Triage(False, *cant, show_advice=False, low_quality=low_quality,
+                      reasons=reasons or ["The picture could not be analysed."], steps=steps)
+    tier, label, meaning, step = tier_for(reading, bank)
+    steps.append(step)
+    show_advice = (
+        not low_quality
+        and reading.reliable
+        and not reading.not_clear
+        and reading.risk != RISK_UNCLEAR
+        and reading.confidence in rules.advice_confidence
+    )
+    steps.append(
+        "Condition advice shown." if show_advice else
+        f"No condition advice (confidence '{reading.confidence}', "
+        f"{'reliable' if reading.reliable else 'unreliable'} ranking"
+        f"{', low quality' if low_quality else ''}; advice needs {', '.join(rules.advice_confidence) or 'nothing'})."
+    )
+    return Triage(not low_quality, tier, label, meaning, show_advice, low_quality, reasons, steps)

@@ -78,12 +78,16 @@ def queue_position(store_id: str, photo_id: str) -> int | None:
     return _worker().position(photo_job_key(store_id, photo_id))
 
 
-def queue_analysis(data: SessionData, photo: Photo, settings: dict) -> int:
-    """Queue a photo's full analysis (scores and heatmap); returns its position."""
+def queue_analysis(data: SessionData, photo: Photo, settings: dict, analyse_anyway: bool = False) -> int:
+    """Queue a photo's full analysis (scores and heatmap); returns its position.
+
+    ``analyse_anyway``: the user asked to run the model although the quality
+    gate failed; the result is then marked low quality.
+    """
     clinical_app = ready_clinical_app(settings)
     # data.secret: scale-out mode's session key, reaching the worker only inside this job (None embedded).
     work = partial(_analyse_stored_photo, current_app._get_current_object(), data.id, photo.id,
-                   clinical_app.name, settings.get("template_set"), data.secret)
+                   clinical_app.name, settings.get("template_set"), data.secret, analyse_anyway)
     store = current_app.extensions["privascan_store"]
     before = {"state": photo.state, "stage": photo.stage, "error": photo.error}
     # Marked queued before it can start: the worker's "running" and "done" always come after.
@@ -107,7 +111,7 @@ def queue_extra_heatmap(data: SessionData, photo: Photo, settings: dict, conditi
 
 
 def _analyse_stored_photo(app: Flask, store_id: str, photo_id: str, app_name: str, template_set_id: str | None,
-                          secret: bytes | None = None) -> None:
+                          secret: bytes | None = None, analyse_anyway: bool = False) -> None:
     """Runs on the worker: the photo is read from the store, the result written back if the photo still exists."""
     store = app.extensions["privascan_store"]
     registry: Registry = app.extensions["privascan_registry"]
@@ -120,6 +124,7 @@ def _analyse_stored_photo(app: Flask, store_id: str, photo_id: str, app_name: st
         result = analyse_image(
             open_clean(photo.jpeg), registry.app(app_name), registry, template_set_id=template_set_id,
             explain=True, on_stage=lambda stage: update(stage=stage),
+            analyse_anyway=analyse_anyway, demo=bool(app.config.get("DEMO_MODEL")),
         )
         update(state="done", stage="", result=result, extra_heatmaps={})
     except Exception:
@@ -168,15 +173,20 @@ def _wait(clinical_app: ClinicalApp, work: Callable[[ClinicalApp, Registry], Any
         raise WorkerTimeout() from None
 
 
-def analyse_once(image: Image.Image, settings: dict, explain: bool, timeout: float) -> tuple[ClinicalApp, AnalysisResult]:
+def analyse_once(
+    image: Image.Image, settings: dict, explain: bool, timeout: float, analyse_anyway: bool = False
+) -> tuple[ClinicalApp, AnalysisResult]:
     """One stateless analysis (the JSON API): nothing is kept after the response."""
     clinical_app = ready_clinical_app(settings)
-    work = partial(_analyse_given_image, image, settings.get("template_set"), explain, not settings.get("adapter_off"))
+    work = partial(_analyse_given_image, image, settings.get("template_set"), explain, not settings.get("adapter_off"),
+                   analyse_anyway, bool(current_app.config.get("DEMO_MODEL")))
     return clinical_app, _wait(clinical_app, work, timeout)
 
 
-def _analyse_given_image(image, template_set_id, explain, use_adapter, clinical_app, registry) -> AnalysisResult:
-    return analyse_image(image, clinical_app, registry, template_set_id=template_set_id, explain=explain, use_adapter=use_adapter)
+def _analyse_given_image(image, template_set_id, explain, use_adapter, analyse_anyway, demo, clinical_app,
+                         registry) -> AnalysisResult:
+    return analyse_image(image, clinical_app, registry, template_set_id=template_set_id, explain=explain,
+                         use_adapter=use_adapter, analyse_anyway=analyse_anyway, demo=demo)
 
 
 def analyse_live_frame(image: Image.Image, settings: dict, timeout: float) -> tuple[ClinicalApp, FrameAnalysis]:

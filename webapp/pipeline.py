@@ -11,18 +11,23 @@ stage themselves: they hand one of these functions to ``webapp.jobs``.
 from __future__ import annotations
 
 import dataclasses
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 from PIL import Image
 
+from .calibration import calibrated_scores
 from .cropping import square_crop
 from .images import MIN_ANALYSABLE_SIDE, encode_jpeg, open_clean
-from .interfaces import Box, ClinicalApp, Detection, PromptBank, Scores, TemplateSet
-from .interpret import interpret
+from .interfaces import CANT_ASSESS, Box, ClinicalApp, Detection, PromptBank, Scores, TemplateSet
+from .interpret import Triage, interpret, triage
 from .plugins import Registry
+from .quality import QualityReport, assess_quality
 from .render import heatmap_overlay_png
+from .scope import ScopeVerdict, judge_scope
+from .skin_tone import SkinTone, estimate_skin_tone
 
 
 def resolve_template_set(bank: PromptBank, template_set_id: str | None) -> TemplateSet:
@@ -56,6 +61,16 @@ class AnalysisResult:
     # with one, ``zero_shot_scores`` are the same embedding's zero-shot scores, for comparison.
     adapter: dict | None = None
     zero_shot_scores: Scores | None = None
+    # The gates (issue 12), plain fields so pages, the API, reports and exports read them alike.
+    quality: QualityReport | None = None  # None: not run (photo too small to measure)
+    scope: ScopeVerdict | None = None  # None: no classification ran
+    skin_tone: SkinTone | None = None  # dermatology only, when there was skin to measure
+    low_quality: bool = False  # analysed although the quality gate failed ("Analyse anyway")
+    calibrated: bool = False  # probabilities from the clinic's fitted temperature
+    triage: Triage | None = None  # the headline tier under the bank's own rules
+    # Every analysis's own picture URLs: a new version per run, so a browser
+    # never shows the previous run's cached crop or heatmap beside new text.
+    version: str = field(default_factory=lambda: secrets.token_hex(6))
 
     @property
     def analysed(self) -> bool:
@@ -70,6 +85,14 @@ class AnalysisResult:
     def adapter_used(self, use_adapter: bool = True) -> dict | None:
         """The adapter that scored what ``scores_for(use_adapter)`` returns, or None (zero-shot)."""
         return self.adapter if use_adapter else None
+
+    @property
+    def assessable(self) -> bool:
+        return self.triage is not None and self.triage.assessable
+
+    @property
+    def tier(self) -> str:
+        return self.triage.tier if self.triage is not None else CANT_ASSESS
 
     @property
     def nothing_located(self) -> bool:
@@ -111,12 +134,20 @@ def analyse_image(
     explain: bool = True,
     on_stage: Callable[[str], None] | None = None,
     use_adapter: bool = True,
+    analyse_anyway: bool = False,
+    demo: bool = False,
 ) -> AnalysisResult:
     """One photo from pixels to scores (and a heatmap of the top condition when ``explain``).
 
-    With a clinic's adapter installed for the bank (``registry.adapters``) and
-    ``use_adapter``, the adapter scores the crop's embedding and the same
-    pass's zero-shot scores are kept beside them.
+    The quality gate runs before the forward pass: a failed gate returns a
+    "Can't assess" result with its retake hints and no scores, unless
+    ``analyse_anyway`` (then the result is marked low quality). The scope gate
+    reads the same forward pass; out of scope, the scores are dropped.
+    ``demo``: random weights, so the zero-shot scope gate cannot judge (the
+    classifier also says so itself through ``judges_scope``). With a clinic's
+    adapter installed for the bank (``registry.adapters``) and ``use_adapter``,
+    the adapter scores the crop's embedding and the same pass's zero-shot
+    scores are kept beside them.
     """
     bank = registry.banks[clinical_app.bank]
     adapter = registry.adapters.get(bank.name) if use_adapter else None
@@ -129,6 +160,8 @@ def analyse_image(
             f"This photo is only {image.width}x{image.height} pixels; at least {MIN_ANALYSABLE_SIDE} pixels "
             "per side are needed to analyse it. Please take a closer, sharper photo."
         )
+        result.triage = triage(None, bank)
+        result.triage.reasons = list(result.notes)
         return result
 
     detection = None
@@ -143,9 +176,20 @@ def analyse_image(
             )
     result.detection = detection
 
+    input_size = crop_size(clinical_app, registry)
     with clock.stage("crop", "cropping"):
-        crop, region = square_crop(image, detection.box if detection else None, size=crop_size(clinical_app, registry))
+        crop, region = square_crop(image, detection.box if detection else None, size=input_size)
     result.crop_region = region
+
+    with clock.stage("quality", "checking the picture"):
+        result.quality, result.skin_tone = check_picture(image, bank, detection, region, input_size)
+    if not result.quality.passed and not analyse_anyway:
+        with clock.stage("encode", "finishing"):
+            result.crop_jpeg = encode_jpeg(crop, quality=90)  # the card shows what was judged
+        result.triage = triage(None, bank, result.quality)
+        result.timings = clock.timings
+        return result
+    result.low_quality = not result.quality.passed
 
     classifier = registry.classifiers[clinical_app.classifier]
     explainer = registry.explainers.get(clinical_app.explainer) if (explain and clinical_app.explainer) else None
@@ -173,8 +217,22 @@ def analyse_image(
             result.scores = classifier.classify(crop, bank, template_set)
     result.adapter = adapter.as_dict() if adapter is not None else None
 
+    # Random weights (demo mode, the tests' tiny model) cannot judge scope.
+    # The scope prompts are scored zero-shot on the same embedding (an adapter scores conditions only).
+    result.scope = judge_scope(result.zero_shot_scores or result.scores, bank, demo=demo or not getattr(classifier, "judges_scope", True))
+    if result.scope.in_scope is False:
+        # No result for a picture this app is not made for: not even a heatmap.
+        result.scores, result.heatmap_png, result.heatmap_condition_id = None, b"", ""
+    elif bank.temperature is not None:
+        result.scores = calibrated_scores(result.scores, bank.temperature)
+        result.calibrated = True
+
     with clock.stage("encode", "finishing"):
         result.crop_jpeg = encode_jpeg(crop, quality=90)
+    if result.scores is not None:
+        result.triage = read(result, bank).triage
+    else:
+        result.triage = triage(None, bank, result.quality, result.scope, analyse_anyway=result.low_quality)
     result.timings = clock.timings
     return result
 
@@ -192,6 +250,19 @@ def _numpy(features):
 
 def _adapter_scores(classifier, crop, adapter) -> Scores:
     return adapter.scores(_numpy(classifier.embed_crops([crop])))[0]
+
+
+def check_picture(
+    image: Image.Image, bank, detection: Detection | None, region: Box, input_size: int
+) -> tuple[QualityReport, SkinTone | None]:
+    """The quality gate on the region the classifier will see, and the skin tone around the finding."""
+    visible = (max(0, region.x0), max(0, region.y0), min(image.width, region.x1), min(image.height, region.y1))
+    finding = detection.box.as_list() if detection else None
+    report = assess_quality(image, bank.quality, region=visible, finding=finding, input_size=input_size)
+    tone = None
+    if bank.triage.skin_tone_caution_bands:
+        tone = estimate_skin_tone(image, finding, visible)
+    return report, tone
 
 
 @dataclass
@@ -244,8 +315,15 @@ class FrameAnalysis:
     """One live frame's analysis: what was in view, and the scores and crop when a finding was."""
 
     result: AnalysisResult
-    view: str  # "finding", "nothing" (the detector found nothing) or "too-small"
+    # "finding", "nothing" (the detector found nothing), "too-small", or
+    # "cant-assess" (a gate refused the frame: too dark, blurred, out of scope)
+    view: str
     started: float  # perf_counter when the worker began it (the frame's wait is measured against it)
+
+    @property
+    def reasons(self) -> list[str]:
+        """Why a frame was not assessed (retake hints or the scope message), for the live panel."""
+        return list(self.result.triage.reasons) if self.result.triage is not None else []
 
     @property
     def probabilities(self) -> dict[str, float] | None:
@@ -264,11 +342,13 @@ def analyse_frame(
 ) -> FrameAnalysis:
     """A live camera frame: locate, crop and classify, no heatmap (that is asked for separately)."""
     started = time.perf_counter()
+    # The same gates as a photo, per frame: a dark or blurred frame is not
+    # classified, so it can raise no alert, and the panel says why.
     result = analyse_image(image, clinical_app, registry, template_set_id=template_set_id, explain=False)
-    if not result.analysed:
-        view = "too-small"
-    elif result.nothing_located:
-        view = "nothing"
+    if result.nothing_located:
+        view = "nothing"  # said first: pointing the camera at the spot is the first thing to fix
+    elif not result.analysed:
+        view = "too-small" if result.quality is None else "cant-assess"
     else:
         view = "finding"
     return FrameAnalysis(result, view, started)
@@ -284,8 +364,16 @@ def explain_jpeg_crop(
 def read(result: AnalysisResult, bank, rules=None, use_adapter: bool = True):
     """Interpret a result's stored scores; a photo whose finding was not located never reads as confident.
 
+    The reading carries the triage (tier, whether advice may be shown) under
+    the same rules, so the debug panel's changed rules change the tier too.
     ``use_adapter=False`` reads the zero-shot scores of the same pass (the debug panel's switch).
     """
+    reading = _read_scores(result, bank, rules, use_adapter)
+    verdict = triage(reading, bank, result.quality, result.scope, analyse_anyway=result.low_quality)
+    return dataclasses.replace(reading, triage=verdict, steps=[*reading.steps, *verdict.steps])
+
+
+def _read_scores(result: AnalysisResult, bank, rules=None, use_adapter: bool = True):
     reading = interpret(result.scores_for(use_adapter), bank, rules)
     if result.nothing_located:
         fallback = (rules or bank.rules).fallback_confidence

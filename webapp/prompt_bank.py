@@ -18,10 +18,15 @@ from typing import Any
 from .interfaces import (
     Condition,
     ConfidenceLevel,
+    CANT_ASSESS,
     InterpretationRules,
     PromptBank,
+    ScopeRules,
     TemplateSet,
+    TierRule,
+    TriageRules,
 )
+from .quality import parse_quality_limits
 
 KNOWN_GROUPS = frozenset(
     {"malignant", "premalignant", "benign", "inflammatory", "infectious", "normal", "urgent", "abnormal"}
@@ -94,6 +99,9 @@ def parse_prompt_bank(data: dict[str, Any], source: str = "bank", content: bytes
     conditions = _parse_conditions(data.get("conditions"), errors)
     template_sets = _parse_template_sets(data.get("template_sets"), errors)
     rules = _parse_rules(data.get("rules", {}), errors)
+    quality = parse_quality_limits(data.get("quality"), errors)
+    scope = _parse_scope(data.get("scope"), errors)
+    triage = _parse_triage(data.get("triage"), rules, errors)
     if errors:
         raise PromptBankError(f"{source}: " + "; ".join(errors))
     digest = hashlib.sha256(content if content is not None else repr(data).encode()).hexdigest()[:16]
@@ -104,6 +112,9 @@ def parse_prompt_bank(data: dict[str, Any], source: str = "bank", content: bytes
         template_sets=tuple(template_sets),
         rules=rules,
         content_hash=digest,
+        quality=quality,
+        scope=scope,
+        triage=triage,
     )
 
 
@@ -322,4 +333,113 @@ def _parse_rules(raw: Any, errors: list[str]) -> InterpretationRules:
         unclear_margin=number("unclear_margin"),
         confidence_levels=parsed_levels,
         fallback_confidence=fallback.strip(),
+    )
+
+
+RISKS = ("high", "moderate", "low", "unclear")
+SKIN_TONE_BANDS = ("very_light", "light", "intermediate", "tan", "brown", "dark")
+
+
+def _parse_scope(raw: Any, errors: list[str]) -> ScopeRules:
+    """``[scope]``: subject, in_scope and out_of_scope prompts, min_score. Absent: no zero-shot scope gate."""
+    if raw is None:
+        return ScopeRules()
+    if not isinstance(raw, dict):
+        errors.append("scope: [scope] must be a table")
+        return ScopeRules()
+    lists = {}
+    for key in ("in_scope", "out_of_scope"):
+        value = _string_list(raw.get(key))
+        if not value or not all(item.strip() for item in value):
+            errors.append(f"scope: {key} must be a non-empty list of descriptions")
+            value = []
+        lists[key] = tuple(item.strip() for item in value)
+    subject = raw.get("subject", "")
+    if not isinstance(subject, str) or not subject.strip():
+        errors.append("scope: subject must say what the pictures are, e.g. \"a skin photo\"")
+        subject = "picture"
+    min_score = raw.get("min_score", 0.5)
+    if not _is_number(min_score) or not 0.0 < float(min_score) < 1.0:
+        errors.append(f"scope: min_score {min_score!r} must be a number between 0 and 1")
+        min_score = 0.5
+    unknown = sorted(set(raw) - {"subject", "in_scope", "out_of_scope", "min_score"})
+    if unknown:
+        errors.append(f"scope: unknown key(s) {', '.join(unknown)}")
+    return ScopeRules(subject.strip(), lists["in_scope"], lists["out_of_scope"], float(min_score))
+
+
+def _parse_triage(raw: Any, rules: InterpretationRules, errors: list[str]) -> TriageRules:
+    """``[triage]`` with ``[[triage.tiers]]``: the headline tiers, first match wins."""
+    defaults = TriageRules()
+    if raw is None:
+        return defaults
+    if not isinstance(raw, dict):
+        errors.append("triage: [triage] must be a table")
+        return defaults
+    tiers: list[TierRule] = []
+    raw_tiers = raw.get("tiers")
+    if not isinstance(raw_tiers, list) or not raw_tiers:
+        errors.append("triage: needs at least one [[triage.tiers]]")
+        raw_tiers = []
+    for position, entry in enumerate(raw_tiers, start=1):
+        where = f"triage tier {position}"
+        if not isinstance(entry, dict):
+            errors.append(f"{where}: must be a table")
+            continue
+        tier_id = entry.get("id")
+        if not isinstance(tier_id, str) or not _ID_PATTERN.match(tier_id) or tier_id == CANT_ASSESS:
+            errors.append(f"{where}: id {tier_id!r} must be letters, digits or '_' and not {CANT_ASSESS!r} (reserved for the gates)")
+            continue
+        where = f"triage tier '{tier_id}'"
+        label, meaning = entry.get("label"), entry.get("meaning")
+        if not isinstance(label, str) or not label.strip() or not isinstance(meaning, str) or not meaning.strip():
+            errors.append(f"{where}: needs a label and a meaning")
+            continue
+        risks = _string_list(entry.get("risks"))
+        if not risks or set(risks) - set(RISKS):
+            errors.append(f"{where}: risks must be a non-empty list of {', '.join(RISKS)}")
+            continue
+        floor = entry.get("min_high_risk_probability", 0.0)
+        if not _is_number(floor) or not 0.0 <= float(floor) <= 1.0:
+            errors.append(f"{where}: min_high_risk_probability {floor!r} is outside [0, 1]")
+            floor = 0.0
+        reliable = entry.get("requires_reliable", False)
+        if not isinstance(reliable, bool):
+            errors.append(f"{where}: requires_reliable must be true or false")
+            reliable = False
+        tiers.append(TierRule(tier_id, label.strip(), " ".join(meaning.split()), tuple(risks), float(floor), reliable))
+    # An id may have several rules (first match wins), but always the same label.
+    labels: dict[str, str] = {}
+    for tier in tiers:
+        if labels.setdefault(tier.id, tier.label) != tier.label:
+            errors.append(f"triage: tier '{tier.id}' has two labels ({labels[tier.id]!r} and {tier.label!r})")
+    # A result must always get a headline: an unconditioned tier must cover each risk.
+    for risk in RISKS:
+        if tiers and not any(risk in tier.risks and tier.min_high_risk_probability == 0 and not tier.requires_reliable for tier in tiers):
+            errors.append(f"triage: no tier catches every result of risk {risk!r} (add one without conditions)")
+    known_levels = {level.label for level in rules.confidence_levels} | {rules.fallback_confidence}
+    advice = _string_list(raw.get("advice_confidence", list(defaults.advice_confidence)))
+    if advice is None or set(advice) - known_levels:
+        errors.append(f"triage: advice_confidence must list confidence labels of [rules] ({', '.join(sorted(known_levels))})")
+        advice = [label for label in defaults.advice_confidence if label in known_levels]
+    if rules.fallback_confidence in advice:
+        errors.append(f"triage: advice_confidence cannot include the fallback {rules.fallback_confidence!r}: an unclear result never shows advice")
+    bands = _string_list(raw.get("skin_tone_caution_bands", []))
+    if bands is None or set(bands) - set(SKIN_TONE_BANDS):
+        errors.append(f"triage: skin_tone_caution_bands must list ITA bands ({', '.join(SKIN_TONE_BANDS)})")
+        bands = []
+    texts = {}
+    for key in ("cant_assess_label", "cant_assess_meaning", "skin_tone_caution"):
+        value = raw.get(key, getattr(defaults, key))
+        if not isinstance(value, str):
+            errors.append(f"triage: {key} must be a string")
+            value = getattr(defaults, key)
+        texts[key] = " ".join(value.split())
+    if bands and not texts["skin_tone_caution"]:
+        errors.append("triage: skin_tone_caution_bands needs a skin_tone_caution text")
+    return TriageRules(
+        tiers=tuple(tiers),
+        advice_confidence=tuple(advice),
+        skin_tone_caution_bands=tuple(bands),
+        **texts,
     )

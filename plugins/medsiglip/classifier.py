@@ -223,6 +223,11 @@ class MedSigLIPClassifier:
         return self.model is not None
 
     @property
+    def judges_scope(self) -> bool:
+        """Whether the zero-shot scope gate means anything: not with random weights (demo, tests)."""
+        return self.model is not None and not getattr(self.model.config, "privascan_random_weights", False)
+
+    @property
     def text_tower_released(self) -> bool:
         return self.model is not None and self.model.text_model is None
 
@@ -357,8 +362,47 @@ class MedSigLIPClassifier:
         return content, template_set.id
 
     def prepare(self, bank: PromptBank, template_set: TemplateSet) -> None:
-        """Compute and cache the class embeddings of one bank and template set (start-up)."""
+        """Compute and cache the class (and scope) embeddings of one bank and template set (start-up)."""
         self.text_embeddings(bank, template_set)
+        self.scope_embeddings(bank)
+
+    def scope_embeddings(self, bank: PromptBank) -> "torch.Tensor | None":
+        """(n_scope_prompts, d) unit-norm embeddings of the bank's scope descriptions, or None without any.
+
+        Each description is its own prompt (no templates): they already are
+        whole captions ("A chest radiograph.").
+        """
+        if not bank.scope.enabled:
+            return None
+        self._require_loaded()
+        prompts = bank.scope.prompts
+        key = ("scope:" + hashlib.sha256(repr(prompts).encode()).hexdigest()[:16], "")
+        cached = self._text_cache.get(key)
+        if cached is not None and cached[0] == prompts:
+            return cached[1]
+        with self._lock:
+            cached = self._text_cache.get(key)
+            if cached is not None and cached[0] == prompts:
+                return cached[1]
+            if self.model.text_model is None:
+                raise TextTowerReleased(
+                    f"The scope descriptions of bank '{bank.name}' were not prepared before the text model was released.",
+                    "Restart PrivaScan; every bank is prepared at start-up.",
+                )
+            embeddings = self._embed_prompts(list(prompts))
+            self._text_cache[key] = (prompts, embeddings)
+            return embeddings
+
+    def scope_probabilities(self, image_features: "torch.Tensor", bank: PromptBank):
+        """Softmax over the scope prompts for each pooled embedding (B, d): numpy rows, or None."""
+        import torch
+
+        text = self.scope_embeddings(bank)
+        if text is None:
+            return None
+        with torch.no_grad():
+            logits, _ = self.logits_from_image_features(image_features.detach(), text)
+            return logits.to("cpu", torch.float64).softmax(-1).numpy()
 
     def text_embeddings(self, bank: PromptBank, template_set: TemplateSet) -> "torch.Tensor":
         """(n_conditions, d) unit-norm class embeddings, prompt-ensembled, computed once."""
@@ -396,6 +440,16 @@ class MedSigLIPClassifier:
             spans.append((start, len(prompts)))
             if len(prompts) == start:
                 raise ValueError(f"condition '{condition.id}' of bank '{bank.name}' has no prompt")
+        every_prompt = self._embed_prompts(prompts)
+        with torch.no_grad():
+            per_class = torch.stack([every_prompt[a:b].mean(0) for a, b in spans])
+            return F.normalize(per_class, dim=-1)
+
+    def _embed_prompts(self, prompts: list[str]) -> "torch.Tensor":
+        """(n, d) unit-norm text embeddings, in batches of TEXT_BATCH."""
+        import torch
+        import torch.nn.functional as F
+
         tokenizer = self.processor.tokenizer
         features = []
         # no_grad, not inference_mode: the explainer uses these embeddings under autograd,
@@ -413,9 +467,7 @@ class MedSigLIPClassifier:
                 # and pools the last (padding) position, so a mask would change its output.
                 output = self.model.get_text_features(input_ids=tokens["input_ids"].to(self.device))
                 features.append(F.normalize(output.pooler_output.float(), dim=-1))
-            every_prompt = torch.cat(features)
-            per_class = torch.stack([every_prompt[a:b].mean(0) for a, b in spans])
-            return F.normalize(per_class, dim=-1)
+            return torch.cat(features)
 
     def release_text_tower(self) -> None:
         """Drop the text tower (about half the weights); cached embeddings stay usable."""
@@ -518,7 +570,11 @@ class MedSigLIPClassifier:
         condition_ids = [condition.id for condition in bank.conditions]
         with torch.inference_mode():
             logits, similarities = self.logits_from_image_features(image_features, text)
+        scope = self.scope_probabilities(image_features, bank)  # the same embeddings: no second pass
         scores = [build_scores(condition_ids, logits[i], similarities[i]) for i in range(image_features.shape[0])]
         for row, score in zip(unit_embeddings(image_features), scores):
             score.embedding = row
+        if scope is not None:
+            for row, score in zip(scope, scores):
+                score.scope_probabilities = row
         return scores

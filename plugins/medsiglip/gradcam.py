@@ -83,6 +83,7 @@ def _bank_head_module():
                 return logits
             logits, similarities = self._classifier.logits_from_image_features(features, self._text)
             self.similarities = similarities.detach()
+            self.features = features.detach()  # for the scope gate: same pass, no second forward
             return logits
 
     return BankLogits
@@ -160,6 +161,11 @@ class MedSigLIPGradCAM:
         scores = build_scores(condition_ids, target.logits, head.similarities[0])
         zero_shot = build_scores(bank_ids, head.zero_shot[0], head.zero_shot[1][0]) if head.zero_shot else None
         scores.embedding = unit_embeddings(head.features)[0]
+        scope = classifier.scope_probabilities(head.features, bank)
+        if scope is not None:
+            scores.scope_probabilities = scope[0]
+            if zero_shot is not None:
+                zero_shot.scope_probabilities = scope[0]
         heatmap = np.clip(np.nan_to_num(heatmaps[0].astype(np.float32)), 0.0, 1.0)
         return Explanation(scores=scores, condition_id=condition_ids[target.index], heatmap=heatmap, zero_shot_scores=zero_shot)
 

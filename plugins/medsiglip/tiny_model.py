@@ -133,6 +133,9 @@ def build_tiny_siglip(directory: Path, seed: int = 0, shapes: dict | None = None
             "image_size": IMAGE_SIZE,
             "patch_size": PATCH_SIZE,
         },
+        # Saved in config.json: the classifier then knows its zero-shot
+        # judgements (the scope gate) mean nothing, in tests and demo mode alike.
+        privascan_random_weights=True,
     )
     torch.manual_seed(seed)
     model = SiglipModel(config)

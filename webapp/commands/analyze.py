@@ -23,6 +23,8 @@ COLUMNS = (
     ["path", "status", "headline", "headline_id", "risk", "confidence"]
     + [f"top{i}{suffix}" for i in range(1, TOP + 1) for suffix in ("", "_probability")]
     + ["lesion_box", "localizer", "notes", "adapter"]
+    + ["tier", "assessable", "low_quality", "quality_passed", "failed_checks", "in_scope", "scope_score",
+       "skin_tone_band", "calibrated"]
 )
 EXPLAIN_COLUMNS = ["reasoning", "heatmap_condition", "heatmap"]
 
@@ -38,6 +40,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--output", metavar="FILE", help="write here instead of stdout")
     parser.add_argument("--explain", action="store_true",
                         help="add the reasoning and a Grad-CAM heatmap (PNG data URL) for the top condition")
+    parser.add_argument("--analyse-anyway", action="store_true",
+                        help="run the model on photos that fail the quality gate (marked low_quality, not assessable)")
     add_model_arguments(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run)
@@ -78,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         writer = _CsvWriter(stream, columns) if args.format == "csv" else _JsonWriter(stream)
         try:
             for path in paths:
-                writer.write(_analyse_one(path, runtime, args.explain))
+                writer.write(_analyse_one(path, runtime, args.explain, args.analyse_anyway))
                 progress.step()
         finally:
             progress.close()
@@ -86,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _analyse_one(path: Path, runtime, explain: bool) -> dict:
+def _analyse_one(path: Path, runtime, explain: bool, analyse_anyway: bool = False) -> dict:
     from ..images import ImageRejected, safe_decode
     from ..pipeline import analyse_image
 
@@ -96,7 +100,8 @@ def _analyse_one(path: Path, runtime, explain: bool) -> dict:
         return _failed(path, exc.message)
     except OSError as exc:
         return _failed(path, f"could not be read ({exc.strerror or type(exc).__name__})")
-    result = analyse_image(decoded.image, runtime.clinical_app, runtime.registry, runtime.template_set.id, explain)
+    result = analyse_image(decoded.image, runtime.clinical_app, runtime.registry, runtime.template_set.id, explain,
+                           analyse_anyway=analyse_anyway, demo=bool(runtime.config.get("DEMO_MODEL")))
     return _record(path, result, runtime, explain)
 
 
@@ -117,10 +122,13 @@ def _opened(output: Path | None):
 def _failed(path: Path, reason: str) -> dict:
     return {"path": str(path), "analysed": False, "status": "rejected", "headline": None, "risk": "unknown",
             "confidence": "not analysed", "top": [], "lesion_box": None, "localizer": None, "notes": [reason],
-            "adapter": None}
+            "adapter": None,
+            "tier": "cant_assess", "assessable": False, "low_quality": False, "quality": None, "scope": None,
+            "skin_tone": None, "calibrated": False}
 
 
 def _record(path: Path, result, runtime, explain: bool) -> dict:
+    from ..gate_fields import gate_fields
     from ..pipeline import read
 
     record = {
@@ -136,8 +144,10 @@ def _record(path: Path, result, runtime, explain: bool) -> dict:
         "notes": list(result.notes),
         "adapter": result.adapter,  # the clinic's adapter that scored it, or None (zero-shot)
     }
+    record.update(gate_fields(result, runtime.bank))
     if result.analysed:
         reading = read(result, runtime.bank)
+        record.update(gate_fields(result, runtime.bank, reading))
         record.update(
             headline={"id": reading.headline.id, "label": reading.headline.label},
             risk=reading.risk,
@@ -195,6 +205,15 @@ class _CsvWriter:
             "reasoning": " ".join(record.get("reasoning", [])),
             "heatmap_condition": record.get("heatmap_condition") or "",
             "heatmap": record.get("heatmap") or "",
+            "tier": record["tier"],
+            "assessable": str(record["assessable"]).lower(),
+            "low_quality": str(record["low_quality"]).lower(),
+            "quality_passed": "" if not record["quality"] else str(record["quality"]["passed"]).lower(),
+            "failed_checks": " ".join(c["name"] for c in (record["quality"] or {}).get("checks", []) if not c["passed"]),
+            "in_scope": "" if not record["scope"] or record["scope"]["in_scope"] is None else str(record["scope"]["in_scope"]).lower(),
+            "scope_score": "" if not record["scope"] or record["scope"]["score"] is None else f"{record['scope']['score']:.4f}",
+            "skin_tone_band": record["skin_tone"]["band"] if record["skin_tone"] else "",
+            "calibrated": str(record["calibrated"]).lower(),
         }
         for i in range(1, TOP + 1):
             item = record["top"][i - 1] if len(record["top"]) >= i else None

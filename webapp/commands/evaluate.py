@@ -10,6 +10,7 @@ Nothing else is written: no crops, no temporary images. See docs/evaluation.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import sys
 import tomllib
@@ -20,6 +21,9 @@ import numpy as np
 from ..bank_overrides import format_overrides, with_thresholds
 from ..prompt_bank import load_prompt_bank
 from .loading import CommandError, Progress, add_model_arguments, load_runtime, reports_errors
+
+
+SKIN_TONE_SUBGROUP = "skin tone (estimated ITA band)"
 
 
 def add_parser(subparsers) -> None:
@@ -53,7 +57,12 @@ def add_parser(subparsers) -> None:
     fit.add_argument("--validation-split", type=float, default=0.5, metavar="FRACTION",
                      help="share of each label used to fit thresholds; the rest is held out (default 0.5)")
     fit.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
-    fit.add_argument("--overrides-out", metavar="FILE.toml", help="write the fitted thresholds as a bank-overrides file")
+    fit.add_argument("--fit-calibration", action="store_true",
+                     help="fit a softmax temperature on the validation split (ECE before and after on the held-out rest)")
+    fit.add_argument("--overrides-out", metavar="FILE.toml",
+                     help="write the fitted thresholds and temperature as a bank-overrides file")
+    parser.add_argument("--out-of-scope", metavar="FOLDER",
+                        help="a folder of pictures that are not this modality: report the scope gate's rejection rate")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run)
 
@@ -71,8 +80,8 @@ def run(args: argparse.Namespace) -> int:
     explicit = load_map_file(args.map_file) if args.map_file else {}
     explicit.update(parse_map_arguments(args.map))  # --map wins over the file
     targets = parse_targets(args.fit_thresholds)
-    if args.overrides_out and not targets:
-        raise CommandError("--overrides-out needs --fit-thresholds CONDITION=SENSITIVITY")
+    if args.overrides_out and not targets and not args.fit_calibration:
+        raise CommandError("--overrides-out needs --fit-thresholds CONDITION=SENSITIVITY or --fit-calibration")
     out_dir = Path(args.out).expanduser()
     if out_dir.exists() and not out_dir.is_dir():
         raise CommandError(f"--out {out_dir} exists and is not a folder")
@@ -112,6 +121,11 @@ def run(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     analysed = [o for o in outcomes if o.analysed]
+    if not dataset.subgroup_column and any(o.skin_tone_band for o in analysed):
+        # No skin-type column: the estimated ITA band is the subgroup (docs/clinical-safety.md).
+        dataset = dataclasses.replace(dataset, subgroup_column=SKIN_TONE_SUBGROUP)
+        for o in outcomes:
+            o.image = dataclasses.replace(o.image, subgroup=o.skin_tone_band or "not estimated")
     if not analysed:
         reasons = sorted({o.reason for o in outcomes})
         raise CommandError("no image could be analysed: " + "; ".join(reasons[:3]))
@@ -130,10 +144,27 @@ def run(args: argparse.Namespace) -> int:
             }
     comparison = compare_arms(scores["A"], scores["B"]) if len(arms) > 1 else None
 
-    thresholds = validation = overrides_text = None
+    thresholds = validation = overrides_text = calibration = None
+    if targets or args.fit_calibration:
+        validation = stratified_split(scores["A"].true, args.validation_split, args.seed)
+    if args.fit_calibration:
+        from ..calibration import apply_temperature
+        from ..evaluation.calibration import calibration_report
+
+        bank_probabilities = np.array([o.probabilities["A"] for o in analysed], dtype=np.float64)
+        calibration = calibration_report(
+            bank_probabilities, scores["A"].true, [c.id for c in runtime.bank.conditions], validation, args.ece_bins
+        )
+        calibration["overrides_file"] = str(Path(args.overrides_out).expanduser()) if args.overrides_out else None
+        calibrated = {id(o): apply_temperature(o.probabilities["A"], calibration["temperature"]) for o in analysed}
     if targets:
         first = scores["A"]
-        validation = stratified_split(first.true, args.validation_split, args.seed)
+        if calibration is not None:
+            # The app applies alert thresholds to calibrated probabilities: fit them on those.
+            first = arm_scores(
+                [dataclasses.replace(o, probabilities={**o.probabilities, "A": calibrated[id(o)]}) for o in analysed],
+                arms[0], classes, args.restrict_to_mapped,
+            )
         fitted = fit_thresholds(
             first.bank_probabilities, first.true, validation, targets,
             {c: runtime.bank.condition(c).alert_threshold for c in targets},
@@ -146,8 +177,9 @@ def run(args: argparse.Namespace) -> int:
             "overrides_file": str(Path(args.overrides_out).expanduser()) if args.overrides_out else None,
             "conditions": fitted,
         }
-        if args.overrides_out:
-            overrides_text = _overrides_text(runtime, dataset, thresholds)
+    if args.overrides_out:
+        overrides_text = _overrides_text(runtime, dataset, thresholds, calibration)
+    out_of_scope = _out_of_scope(args, runtime) if args.out_of_scope else None
 
     settings = {
         "app": runtime.clinical_app.name,
@@ -164,6 +196,8 @@ def run(args: argparse.Namespace) -> int:
         arm_metrics=arm_metrics, subgroups=subgroups, comparison=comparison, thresholds=thresholds,
         validation=validation,
     )
+    report["calibration"] = calibration
+    report["out_of_scope"] = out_of_scope
     try:
         json_path, html_path = reporting.write_report(out_dir, report)
         if overrides_text is not None:
@@ -239,24 +273,44 @@ def _second_arm(args, first, load_bank):
     return Arm("B", bank, template_set, origin)
 
 
-def _overrides_text(runtime, dataset, thresholds: dict) -> str:
-    fitted = {cid: row["threshold"] for cid, row in thresholds["conditions"].items()}
+def _overrides_text(runtime, dataset, thresholds: dict | None, calibration: dict | None = None) -> str:
+    fitted = {cid: row["threshold"] for cid, row in thresholds["conditions"].items()} if thresholds else {}
+    split = thresholds or calibration
     comments = [
-        "PrivaScan bank overrides, written by `privascan eval --fit-thresholds`.",
+        "PrivaScan bank overrides, written by `privascan eval --fit-thresholds / --fit-calibration`.",
         "The app loads it from PRIVASCAN_BANK_OVERRIDES=<this file>; see docs/evaluation.md.",
-        f"Fitted on {thresholds['validation_images']} validation images of {dataset.source.name} "
-        f"(stratified split {thresholds['validation_split']}, seed {thresholds['seed']}), "
+        f"Fitted on {split['validation_images']} validation images of {dataset.source.name}, "
         f"template set '{runtime.template_set.id}'.",
     ]
-    for cid, row in thresholds["conditions"].items():
+    if calibration:
+        held = calibration["held_out"]
+        comments.append(
+            f"temperature {calibration['temperature']}: held-out ECE {_short(held['before']['ece'])} before, "
+            f"{_short(held['after']['ece'])} after ({held['before']['n']} images)."
+        )
+    for cid, row in (thresholds or {"conditions": {}})["conditions"].items():
         held = row["held_out"]
         comments.append(
             f"{cid}: target sensitivity {row['target_sensitivity']}; on {held['n']} held-out images "
             f"sensitivity {_short(held['sensitivity'])}, specificity {_short(held['specificity'])}."
         )
-    text = format_overrides(runtime.bank.name, fitted, comments)
+    text = format_overrides(runtime.bank.name, fitted, comments, calibration["temperature"] if calibration else None)
     with_thresholds(runtime.bank, tomllib.loads(text)["thresholds"])  # what the app will accept
     return text
+
+
+def _out_of_scope(args, runtime) -> dict:
+    """The scope gate's verdicts on a folder of pictures that are not this modality."""
+    from ..evaluation.dataset import image_files
+    from ..evaluation.runner import scope_verdicts
+
+    folder = Path(args.out_of_scope).expanduser()
+    if not folder.is_dir():
+        raise CommandError(f"--out-of-scope {folder} is not a folder")
+    files = image_files(folder)
+    if not files:
+        raise CommandError(f"--out-of-scope {folder} holds no JPEG, PNG, WebP or HEIC picture")
+    return scope_verdicts(files, runtime.clinical_app, runtime.registry, runtime.template_set.id, runtime.config)
 
 
 def _short(value) -> str:
@@ -284,6 +338,19 @@ def _print_summary(report: dict, json_path: Path, html_path: Path, overrides: st
                 f"threshold {cid} = {row['threshold']}: held-out sensitivity {_short(held['sensitivity'])}, "
                 f"specificity {_short(held['specificity'])}"
             )
+    calibration = report.get("calibration")
+    if calibration:
+        held = calibration["held_out"]
+        print(
+            f"calibration: temperature {calibration['temperature']}, held-out ECE {_short(held['before']['ece'])} "
+            f"before, {_short(held['after']['ece'])} after"
+        )
+    scope = report.get("out_of_scope")
+    if scope:
+        print(
+            f"scope gate on {scope['images']} out-of-scope pictures: rejected {scope['rejected']}, "
+            f"not judged {scope['not_judged']}, rejection rate {_short(scope['rejection_rate'])}"
+        )
     print(f"report: {html_path} and {json_path}")
     if overrides:
         print(f"bank overrides: {overrides} (load with PRIVASCAN_BANK_OVERRIDES)")

@@ -267,6 +267,22 @@ p = {{ fmt(comparison.mcnemar_exact_p) }} (a small p says the two differ beyond 
 <td class="num">{{ fmt(row.current_held_out.specificity) }}</td></tr>
 {% endfor %}</table>{% endif %}
 
+{% if calibration %}<h2>Calibration (temperature scaling, arm A)</h2>
+<p>Temperature {{ calibration.temperature }} fitted on {{ calibration.validation_images }} validation images;
+measured on {{ calibration.held_out_images }} held-out images.
+{% if calibration.overrides_file %}Written to {{ calibration.overrides_file }}.{% endif %}</p>
+<table>
+<tr><th>split</th><th>ECE before</th><th>ECE after</th><th>NLL before</th><th>NLL after</th></tr>
+{% for split in ("validation", "held_out") %}<tr><td>{{ split.replace("_", "-") }}</td>
+<td class="num">{{ fmt(calibration[split].before.ece) }}</td><td class="num">{{ fmt(calibration[split].after.ece) }}</td>
+<td class="num">{{ fmt(calibration[split].before.nll) }}</td><td class="num">{{ fmt(calibration[split].after.nll) }}</td></tr>
+{% endfor %}</table>{% endif %}
+
+{% if out_of_scope %}<h2>Scope gate on out-of-scope pictures</h2>
+<p>{{ out_of_scope.images }} pictures: {{ out_of_scope.rejected }} rejected, {{ out_of_scope.not_judged }} not judged
+(the model cannot judge scope, e.g. demo weights), rejection rate {{ fmt(out_of_scope.rejection_rate) }};
+{{ out_of_scope.colour_check_failed }} failed the deterministic colour check.</p>{% endif %}
+
 {% if dataset.skipped %}<h2>Skipped images</h2>
 <ul>{% for item in dataset.skipped[:100] %}<li>{{ item.path }}: {{ item.reason }}</li>{% endfor %}
 {% if dataset.skipped|length > 100 %}<li>... and {{ dataset.skipped|length - 100 }} more (see report.json)</li>{% endif %}</ul>{% endif %}

@@ -56,6 +56,8 @@ class ImageOutcome:
     box: list[int] | None = None
     probabilities: dict[str, np.ndarray] = field(default_factory=dict)  # arm key -> bank-order softmax
     embedding: np.ndarray | None = None  # the crop's image embedding, kept in memory only when asked for
+    quality_passed: bool | None = None  # the app's quality gate (eval analyses failed photos anyway)
+    skin_tone_band: str | None = None  # ITA band of the skin around the lesion (dermatology)
 
 
 class EmbeddingKeeper:
@@ -134,8 +136,16 @@ def run_images(
             except OSError as exc:
                 outcome.reason = f"could not be read ({exc.strerror or type(exc).__name__})"
                 continue
-            result = analyse_image(decoded.image, app, run_registry, first.template_set.id, explain=False, use_adapter=False)
+            # analyse_anyway: the model is measured on every photo; the quality
+            # verdict is recorded beside it rather than dropping the photo.
+            result = analyse_image(decoded.image, app, run_registry, first.template_set.id, explain=False,
+                                   use_adapter=False, analyse_anyway=True)
+            outcome.quality_passed = result.quality.passed if result.quality is not None else None
+            outcome.skin_tone_band = result.skin_tone.band if result.skin_tone is not None else None
             if not result.analysed:
+                if result.scope is not None and result.scope.in_scope is False:
+                    outcome.reason = result.scope.message
+                    continue
                 outcome.reason = " ".join(result.notes) or "not analysed"
                 continue
             outcome.analysed = True
@@ -164,6 +174,38 @@ def adapter_probabilities(adapter: Adapter, embedding: np.ndarray, bank: PromptB
     for condition_id, probability in zip(scores.condition_ids, scores.probabilities):
         row[column[condition_id]] = probability
     return row
+def scope_verdicts(files, app: ClinicalApp, registry: Registry, template_set_id: str, config: dict) -> dict:
+    """How many pictures of an out-of-scope folder the scope gate turns away (and the colour check fails)."""
+    rejected = not_judged = unreadable = colour_failed = 0
+    rows = []
+    for path in files:
+        try:
+            decoded = safe_decode(path.read_bytes(), config["MAX_IMAGE_PIXELS"])
+        except (ImageRejected, OSError):
+            unreadable += 1
+            continue
+        result = analyse_image(decoded.image, app, registry, template_set_id, explain=False, analyse_anyway=True,
+                               demo=bool(config.get("DEMO_MODEL")))
+        colour = next((c for c in (result.quality.checks if result.quality else ()) if c.name == "colour"), None)
+        colour_failed += bool(colour is not None and not colour.passed)
+        verdict = result.scope
+        if verdict is None or verdict.in_scope is None:
+            not_judged += 1
+        elif verdict.in_scope is False:
+            rejected += 1
+        rows.append({"path": path.name, "in_scope": verdict.in_scope if verdict else None,
+                     "score": verdict.score if verdict else None,
+                     "colour_check_failed": bool(colour is not None and not colour.passed)})
+    judged = len(rows) - not_judged
+    return {
+        "images": len(rows),
+        "unreadable": unreadable,
+        "rejected": rejected,
+        "not_judged": not_judged,
+        "rejection_rate": rejected / judged if judged else None,
+        "colour_check_failed": colour_failed,
+        "pictures": rows,
+    }
 
 
 # ----------------------------------------------------------------- metrics

@@ -9,6 +9,7 @@ from flask import Blueprint, abort, current_app, request
 
 from ..jobs import NotReady, QueueFull, WorkerTimeout, analyse_once
 from ..images import ImageRejected, safe_decode
+from ..gate_fields import gate_fields
 from ..pipeline import read
 from ..fhir_export import ReportItem, export_bundle
 from ..result_summary import summarise
@@ -35,8 +36,11 @@ def analyze():
     del raw
     explain = request.args.get("explain") in {"1", "true", "yes"}
     as_fhir = request.args.get("fhir") in {"1", "true", "yes"}
+    anyway = request.args.get("analyse_anyway") in {"1", "true", "yes"}
     try:
-        clinical_app, result = analyse_once(decoded.image, settings, explain, float(current_app.config["API_TIMEOUT"]))
+        clinical_app, result = analyse_once(
+            decoded.image, settings, explain, float(current_app.config["API_TIMEOUT"]), analyse_anyway=anyway
+        )
     except (NotReady, QueueFull, WorkerTimeout) as exc:
         abort(503, description=exc.message)
     finally:
@@ -97,10 +101,12 @@ def result_json(clinical_app, result, explain: bool) -> dict:
         "risk": "unknown",
         "confidence": "not analysed",
     }
+    bank = bank_for(clinical_app)
+    body.update(gate_fields(result, bank))
     if not result.analysed:
         return body
-    bank = bank_for(clinical_app)
     reading = read(result, bank)
+    body.update(gate_fields(result, bank, reading))
     body.update(
         conditions=[
             {
@@ -113,7 +119,12 @@ def result_json(clinical_app, result, explain: bool) -> dict:
             }
             for item in reading.ranking
         ],
-        headline={"id": reading.headline.id, "label": reading.headline.label, "summary": reading.headline.summary},
+        # Advice only where the triage allows it: never for a result that is not assessable or unclear.
+        headline={
+            "id": reading.headline.id,
+            "label": reading.headline.label,
+            "summary": reading.headline.summary if reading.triage.show_advice else "",
+        },
         risk=reading.risk,
         confidence=reading.confidence,
         margin=round(reading.margin, 6),

@@ -144,7 +144,7 @@ def frame():
             abort(410, description=ENDED)
         bank = bank_for(chosen)
         thresholds = _thresholds(bank)
-        probabilities, view = analysis.probabilities, analysis.view
+        probabilities, view, reasons = analysis.probabilities, analysis.view, analysis.reasons
         raised = live.observe(probabilities, bank, thresholds)
         live.keep_crop(analysis.crop_jpeg, analysis.result.template_set_id)
         get_store().save_live(data)  # scale-out mode: the next frame may reach another replica
@@ -153,7 +153,7 @@ def frame():
         for alert in raised:
             _hand_off(alert)
         seconds["server"] = time.perf_counter() - received
-        frame_info = {"view": view, "rows": frame_rows(live, bank, probabilities, thresholds),
+        frame_info = {"view": view, "reasons": reasons, "rows": frame_rows(live, bank, probabilities, thresholds),
                       "timings": frame_timings(seconds), "number": live.frames}
         return render_template("partials/live_frame.html", **_context(frame=frame_info, raised=raised))
     finally:

@@ -146,9 +146,11 @@ def clear():
 
 @bp.post("/photos/<photo_id>/analyze")
 def analyze(photo_id: str):
+    """Queue the photo; with ``analyse_anyway`` the model runs although the quality gate failed (low quality)."""
     photo = _photo_or_404(photo_id)
+    anyway = request.form.get("analyse_anyway") == "1"
     try:
-        queue_analysis(current_data(), photo, settings())
+        queue_analysis(current_data(), photo, settings(), analyse_anyway=anyway)
     except NotReady as exc:
         abort(409, description=exc.message)
     except QueueFull as exc:
@@ -207,6 +209,40 @@ def thumbnail(photo_id: str):
 @bp.get("/photos/<photo_id>/photo.jpg")
 def full_photo(photo_id: str):
     return _image_response(_photo_or_404(photo_id).jpeg, "image/jpeg")
+
+
+# Each analysis's pictures also have URLs of their own (its version in the
+# path): the pages use those, so after "Analyze again" the browser can never
+# show the previous run's cached crop or heatmap beside the new text. A
+# version that is not the photo's current result's is a 404, never a stale
+# picture. The unversioned URLs always give the current result's pictures.
+def _result_of_version(photo_id: str, version: str):
+    result = _photo_or_404(photo_id).result
+    if result is None or result.version != version:
+        abort(404, description="That picture belongs to an earlier analysis of this photo.")
+    return result
+
+
+@bp.get("/photos/<photo_id>/r/<version>/crop.jpg")
+def crop_version(photo_id: str, version: str):
+    return _image_response(_result_of_version(photo_id, version).crop_jpeg, "image/jpeg")
+
+
+@bp.get("/photos/<photo_id>/r/<version>/heatmap.png")
+def heatmap_version(photo_id: str, version: str):
+    return _image_response(_result_of_version(photo_id, version).heatmap_png, "image/png")
+
+
+@bp.get("/photos/<photo_id>/r/<version>/heatmap/<condition_id>.png")
+def extra_heatmap_version(photo_id: str, version: str, condition_id: str):
+    _result_of_version(photo_id, version)
+    return _image_response(_photo_or_404(photo_id).extra_heatmaps.get(condition_id, b""), "image/png")
+
+
+@bp.get("/photos/<photo_id>/r/<version>/located.jpg")
+def located_version(photo_id: str, version: str):
+    _result_of_version(photo_id, version)
+    return located(photo_id)
 
 
 @bp.get("/photos/<photo_id>/crop.jpg")
