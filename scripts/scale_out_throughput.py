@@ -58,14 +58,16 @@ def main() -> int:
     parser.add_argument("--photos", type=int, default=16)
     parser.add_argument("--model", help="model directory (default: the tests' tiny random model)")
     args = parser.parse_args()
-    model_dir = args.model
-    if model_dir is None:
-        from plugins.medsiglip.tiny_model import build_tiny_siglip
+    with tempfile.TemporaryDirectory(prefix="privascan-tiny-", dir="/dev/shm") as scratch:  # removed afterwards
+        model_dir = args.model
+        if model_dir is None:
+            from plugins.medsiglip.tiny_model import build_tiny_siglip
 
-        model_dir = str(build_tiny_siglip(Path(tempfile.mkdtemp(prefix="privascan-tiny-", dir="/dev/shm"))))
-    for workers in (1, 2):
-        seconds = run(model_dir, workers, args.photos)
-        print(f"workers={workers} photos={args.photos} seconds={seconds:.1f} analyses_per_minute={args.photos / seconds * 60:.1f}")
+            model_dir = str(build_tiny_siglip(Path(scratch)))
+        for workers in (1, 2):
+            seconds = run(model_dir, workers, args.photos)
+            print(f"workers={workers} photos={args.photos} seconds={seconds:.1f} "
+                  f"analyses_per_minute={args.photos / seconds * 60:.1f}")
     return 0
 
 

@@ -102,11 +102,10 @@ def queue_analysis(data: SessionData, photo: Photo, settings: dict, analyse_anyw
 
 def queue_extra_heatmap(data: SessionData, photo: Photo, settings: dict, condition_id: str) -> int:
     """Queue a heatmap for another condition of an analysed photo; returns its position."""
-    clinical_app = ready_clinical_app(settings)
+    ready_clinical_app(settings)  # only the readiness check: the heatmap follows the result's own modality
     work = partial(_explain_stored_photo, current_app._get_current_object(), data.id, photo.id, condition_id,
                    data.secret, not settings.get("adapter_off"))
     handle = _worker().submit(Job(photo_job_key(data.id, photo.id, f"explain:{condition_id}"), work))
-    del clinical_app  # only checked: the heatmap follows the result's own modality
     return handle.position() or 1
 
 
