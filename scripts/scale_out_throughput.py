@@ -4,8 +4,8 @@
     .venv/bin/python scripts/scale_out_throughput.py [--photos 16] [--model DIR]
 
 Starts a real redis-server (persistence off), two gunicorn web replicas and
-N ``privascan worker`` processes on this machine (the fleet of
-tests/test_scale_out.py), then four people, their requests alternating
+N ``privascan worker`` processes on this machine (tests/fleet.py), then four
+people, their requests alternating
 between the replicas, add ``--photos`` photos in all and press "Analyze all";
 the clock runs from the first press to the last card done. Prints one line
 per worker count. With ``--model`` unset it builds the tests' tiny random
@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.helpers import photo_bytes  # noqa: E402
 from tests.redis_server import redis_server  # noqa: E402
-from tests.test_scale_out import CARD, AlternatingBrowser, _upload, fleet  # noqa: E402
+from tests.fleet import CARD, AlternatingBrowser, fleet, upload_fields  # noqa: E402
 
 
 def run(model_dir: str, workers: int, photos: int, people: int = 4) -> float:
@@ -38,7 +38,7 @@ def run(model_dir: str, workers: int, photos: int, people: int = 4) -> float:
         for index, browser in enumerate(browsers):
             browser.open_page()
             for seed in range(index, photos, people):
-                assert browser.request("POST", "/photos", **_upload(photo_bytes(seed), f"p{seed}.jpg"))[0] == 200
+                assert browser.request("POST", "/photos", **upload_fields(photo_bytes(seed), f"p{seed}.jpg"))[0] == 200
             cards.append(CARD.findall(browser.request("GET", "/", htmx=False)[1].decode()))
         started = time.perf_counter()
         for browser in browsers:

@@ -172,3 +172,49 @@ def test_redis_out_of_memory_is_a_polite_503():
                 store.add_photo(data, make_photo(f"p{index}", size=200_000))
         assert caught.value.status == 503 and "memory" in caught.value.message
         assert store.get(data.id, secret=data.secret) is not None  # what was stored is still readable
+
+
+def test_lesions_and_declined_matches_are_kept_sealed_and_shared_by_replicas(redis_url):
+    """A lesion made on one replica is seen, changed and forgotten on another; Redis holds only ciphertext."""
+    from webapp import lesions
+
+    one, other = make_store(redis_url), make_store(redis_url)  # two web replicas' stores, one Redis
+    data = one.create()
+    for photo_id in ("p1", "p2", "p3"):
+        one.add_photo(data, make_photo(photo_id))
+    lesion = lesions.new_lesion(one, data, ["p1"], name="Left shoulder mole", site_id="shoulder")
+    lesions.decline(one, data, "p3", "photo:p1")
+
+    seen = other.get(data.id, secret=data.secret)
+    assert list(seen.lesions) == [lesion.id]
+    assert (seen.lesions[lesion.id].name, seen.lesions[lesion.id].site_id) == ("Left shoulder mole", "shoulder")
+    assert seen.declined_matches == {("p3", "photo:p1")}
+    lesions.add_to_lesion(other, seen, lesion.id, "p2")  # the follow-up photo, on the second replica
+
+    # The first replica's copy is stale; its next change starts from what Redis holds, not from it.
+    lesions.update_lesion(one, data, lesion.id, "Shoulder mole", "shoulder")
+    again = other.get(data.id, secret=data.secret)
+    assert again.lesions[lesion.id].photo_ids == ["p1", "p2"] and again.lesions[lesion.id].name == "Shoulder mole"
+    dump = b"".join(raw_values(one.client))
+    assert b"Shoulder mole" not in dump and b"shoulder" not in dump  # name and site sealed like the photos
+
+    assert other.remove_photo(again, "p1")  # a deleted photo leaves its lesion and its declined pairs
+    after = one.get(data.id, secret=data.secret)
+    assert after.lesions[lesion.id].photo_ids == ["p2"] and after.declined_matches == set()
+    lesions.ungroup(one, after, "p2")  # the last photo out: the lesion goes
+    assert one.get(data.id, secret=data.secret).lesions == {}
+    one.delete(data.id)
+    assert list(one.client.scan_iter("privascan:*")) == []
+
+
+def test_a_lesion_change_after_the_session_ended_is_refused(redis_url):
+    from webapp import lesions
+
+    store = make_store(redis_url)
+    data = store.create()
+    store.add_photo(data, make_photo("p1"))
+    store.delete(data.id)
+    with pytest.raises(StoreFull) as caught:
+        lesions.new_lesion(store, data, ["p1"])
+    assert caught.value.status == 410
+    assert not store.client.exists(session_key(data.id))  # not brought back as an orphan without a TTL

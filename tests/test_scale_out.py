@@ -9,167 +9,21 @@ webapp/gunicorn_conf.py`` and ``privascan worker``) with the tiny model.
 
 from __future__ import annotations
 
-import http.cookiejar
 import os
-import re
 import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import redis
 
-from tests.helpers import multipart, photo_bytes
-from tests.redis_server import free_port, redis_server
-
-REPO = Path(__file__).resolve().parents[1]
-CSRF = re.compile(r'"X-CSRF-Token": "([^"]+)"')
-CARD = re.compile(r'<article id="photo-([^"]+)"')
-
-
-def environment(redis_url: str, model_dir: str, **extra) -> dict:
-    env = dict(os.environ)
-    env.update(
-        PRIVASCAN_REDIS_URL=redis_url, PRIVASCAN_SECRET_KEY="k" * 64, PRIVASCAN_MODEL=model_dir,
-        PRIVASCAN_PLUGINS="", PRIVASCAN_SECURE_COOKIE="0", HF_HUB_OFFLINE="1", PYTHONDONTWRITEBYTECODE="1",
-        PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO), TORCHINDUCTOR_CACHE_DIR=f"/dev/shm/privascan-torchinductor-{os.getuid()}",
-        **extra,
-    )
-    return env
-
-
-def start_worker(env: dict, wrap: tuple[str, ...] = ()) -> subprocess.Popen:
-    return subprocess.Popen([*wrap, sys.executable, "-m", "webapp.cli", "worker"], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-def start_replica(env: dict, port: int, wrap: tuple[str, ...] = ()) -> subprocess.Popen:
-    return subprocess.Popen([*wrap, sys.executable, "-m", "gunicorn", "--config", "webapp/gunicorn_conf.py",
-                             "--bind", f"127.0.0.1:{port}", "wsgi:app"], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-def wait_for_worker(client: redis.Redis, process: subprocess.Popen, count: int = 1, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        beats = [b for b in client.mget(list(client.scan_iter("privascan:worker:*")) or ["none"]) if b]
-        if sum(b'"ready"' in b for b in beats) >= count:
-            return
-        if process.poll() is not None:
-            raise RuntimeError("the worker stopped:\n" + process.stderr.read().decode(errors="replace")[-3000:])
-        time.sleep(0.3)
-    raise RuntimeError("no worker became ready")
-
-
-def wait_for_http(port: int, process: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/static/app.css", timeout=5).read()
-            return
-        except (urllib.error.URLError, ConnectionError):
-            if process.poll() is not None:
-                raise RuntimeError("a replica stopped:\n" + process.stderr.read().decode(errors="replace")[-3000:])
-            time.sleep(0.3)
-    raise RuntimeError("a replica did not answer")
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        if Path(process.args[0]).name == "strace":
-            # strace would detach and leave the server running: stop what it traces, it then exits too.
-            for child in _children(process.pid):
-                os.kill(child, signal.SIGTERM)
-        else:
-            process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for task in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{task}/children") as handle:
-            found += [int(child) for child in handle.read().split()]
-    return found
-
-
-class AlternatingBrowser:
-    """One person's cookies, each request sent to the next replica in turn."""
-
-    def __init__(self, ports: list[int]):
-        self.ports = ports
-        self.turn = 0
-        self.jar = http.cookiejar.CookieJar()  # host cookies: 127.0.0.1 on any port, as a shared domain would be
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
-        self.token = ""
-        self.replicas_used: set[int] = set()
-
-    def request(self, method: str, path: str, data: bytes | None = None, content_type: str | None = None,
-                htmx: bool = True):
-        port = self.ports[self.turn % len(self.ports)]
-        self.turn += 1
-        self.replicas_used.add(port)
-        headers = {"HX-Request": "true"} if htmx else {}
-        if method != "GET":
-            headers["X-CSRF-Token"] = self.token
-        if content_type:
-            headers["Content-Type"] = content_type
-        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method, headers=headers)
-        try:
-            with self.opener.open(request, timeout=120) as response:
-                return response.status, response.read(), dict(response.headers)
-        except urllib.error.HTTPError as error:
-            return error.code, error.read(), dict(error.headers)
-
-    def open_page(self) -> str:
-        status, body, _ = self.request("GET", "/", htmx=False)
-        assert status == 200
-        self.token = CSRF.search(body.decode()).group(1)
-        return body.decode()
-
-
-@contextmanager
-def fleet(redis_url: str, model_dir: str, replicas: int = 2, workers: int = 1, wrap: tuple[str, ...] = (), **extra):
-    """Start ``workers`` workers and ``replicas`` web replicas; yields (ports, processes (workers first), env)."""
-    env = environment(redis_url, model_dir, **extra)
-    client = redis.Redis.from_url(redis_url)
-    processes = []
-    try:
-        for _ in range(workers):
-            processes.append(start_worker(env, wrap))
-        ports = [free_port() for _ in range(replicas)]
-        for port in ports:
-            processes.append(start_replica(env, port, wrap))
-        for worker in processes[:workers]:
-            wait_for_worker(client, worker, count=workers)
-        for port, process in zip(ports, processes[workers:]):
-            wait_for_http(port, process)
-        yield ports, processes, env
-    finally:
-        for process in processes:
-            stop(process)
-        client.close()
-
-
-def wait_for_card(browser: AlternatingBrowser, photo_id: str, timeout: float = 180) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status, body, _ = browser.request("GET", f"/photos/{photo_id}/card")
-        assert status == 200
-        html = body.decode()
-        if 'data-state="done"' in html or 'data-state="error"' in html:
-            return html
-        time.sleep(0.3)
-    raise AssertionError("the analysis did not finish")
+from tests.fleet import (
+    CARD, REPO, AlternatingBrowser, environment, fleet, frame_fields, start_worker, upload_fields, wait_for_card,
+)
+from tests.helpers import photo_bytes
+from tests.redis_server import redis_server
 
 
 def test_two_replicas_and_a_worker_serve_one_person_without_sticky_sessions(tiny_model_dir, redis_url):
@@ -183,7 +37,7 @@ def person_visits_and_clears(client: redis.Redis, ports: list[int]) -> None:
     browser = AlternatingBrowser(ports)
     page = browser.open_page()
     assert "1 worker ready" in page
-    status, _, _ = browser.request("POST", "/photos", **_upload(photo_bytes(7), "Ms Brown arm.jpg"))
+    status, _, _ = browser.request("POST", "/photos", **upload_fields(photo_bytes(7), "Ms Brown arm.jpg"))
     assert status == 200
     status, body, _ = browser.request("GET", "/", htmx=False)
     (photo_id,) = CARD.findall(body.decode())
@@ -197,7 +51,7 @@ def person_visits_and_clears(client: redis.Redis, ports: list[int]) -> None:
     assert status == 200 and png.startswith(b"\x89PNG") and headers["Content-Type"] == "image/png"
 
     assert browser.request("POST", "/live/start")[0] == 200
-    status, body, _ = browser.request("POST", "/live/frame", **_frame(photo_bytes(8)))
+    status, body, _ = browser.request("POST", "/live/frame", **frame_fields(photo_bytes(8)))
     assert status == 200, body.decode()[:2000]
     assert "frame" in body.decode().lower()
 
@@ -213,16 +67,6 @@ def person_visits_and_clears(client: redis.Redis, ports: list[int]) -> None:
     assert status == 200 and b"privascan_workers" in metrics and b'privascan_jobs_total{kind="_analyse_stored_photo"} 1.0' in metrics
 
 
-def _upload(content: bytes, name: str) -> dict:
-    body = multipart([("photos", (content, name)), ("last_modified", "")])
-    return {"data": body["data"], "content_type": body["content_type"]}
-
-
-def _frame(content: bytes) -> dict:
-    body = multipart([("frame", (content, "frame.jpg"))])
-    return {"data": body["data"], "content_type": body["content_type"]}
-
-
 def test_a_worker_killed_mid_job_leaves_the_job_to_another_worker(tiny_model_dir, redis_url):
     """SIGKILL while a photo is being analysed: acks_late puts it back, a second worker finishes it."""
     client = redis.Redis.from_url(redis_url)
@@ -230,7 +74,7 @@ def test_a_worker_killed_mid_job_leaves_the_job_to_another_worker(tiny_model_dir
         browser = AlternatingBrowser(ports)
         browser.open_page()
         for seed in range(20, 24):  # the tiny model is quick: try until the kill lands mid-job
-            browser.request("POST", "/photos", **_upload(photo_bytes(seed), f"p{seed}.jpg"))
+            browser.request("POST", "/photos", **upload_fields(photo_bytes(seed), f"p{seed}.jpg"))
         photo_ids = CARD.findall(browser.request("GET", "/", htmx=False)[1].decode())
         worker = processes[0]
         killed_on = None

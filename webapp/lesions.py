@@ -173,7 +173,7 @@ def _detach(data, photo_id: str) -> None:
 
 def new_lesion(store, data, photo_ids: list[str], name: str | None = None, site_id: str | None = None) -> Lesion:
     """Group these photos (each moved out of any other lesion) as a new lesion."""
-    with store.locked():
+    with store.locked(data):
         for photo_id in photo_ids:
             _photo(data, photo_id)
         site = clean_site(site_id)
@@ -186,7 +186,7 @@ def new_lesion(store, data, photo_ids: list[str], name: str | None = None, site_
 
 
 def add_to_lesion(store, data, lesion_id: str, photo_id: str) -> Lesion:
-    with store.locked():
+    with store.locked(data):
         lesion = get_lesion(data, lesion_id)
         _photo(data, photo_id)
         if photo_id not in lesion.photo_ids:
@@ -197,7 +197,7 @@ def add_to_lesion(store, data, lesion_id: str, photo_id: str) -> Lesion:
 
 
 def update_lesion(store, data, lesion_id: str, name: str | None, site_id: str | None) -> Lesion:
-    with store.locked():
+    with store.locked(data):
         lesion = get_lesion(data, lesion_id)
         new_name = clean_name(name, lesion.name)
         new_site = clean_site(site_id)
@@ -207,7 +207,7 @@ def update_lesion(store, data, lesion_id: str, name: str | None, site_id: str | 
 
 def ungroup(store, data, photo_id: str) -> Lesion | None:
     """Take a photo out of its lesion; returns the lesion it left (gone if it was the last photo)."""
-    with store.locked():
+    with store.locked(data):
         _photo(data, photo_id)
         lesion = lesion_of(data, photo_id)
         if lesion is None:
@@ -217,7 +217,7 @@ def ungroup(store, data, photo_id: str) -> Lesion | None:
 
 
 def decline(store, data, photo_id: str, key: str) -> None:
-    with store.locked():
+    with store.locked(data):
         _photo(data, photo_id)
         data.declined_matches.add((photo_id, key))
 

@@ -13,7 +13,9 @@ key. Fields:
     photo:<id>:result             sealed pickle of the AnalysisResult
     photo:<id>:extra              sealed pickle of the extra heatmaps
     live                          sealed pickle of the LiveState
+    lesions                       sealed pickle: the lesions and the declined "same lesion?" matches
     lock:frame / lock:explain     which request holds the session's live lock
+    lock:lesions                  which request is changing the lesions (any replica)
 
 Every value except the two numbers is sealed with the session's key
 (``webapp.session_crypto``), which the browser holds, so ``get`` needs it.
@@ -32,6 +34,7 @@ import pickle
 import secrets
 import time
 from collections import OrderedDict
+from contextlib import contextmanager
 from typing import Any, Callable
 
 import redis
@@ -75,6 +78,8 @@ return 1
 
 
 KEY_CHECK = b"privascan session key check"
+LESIONS_FIELD = "lesions"
+ENDED = "Your session ended. Please reload the page."
 
 
 def _pickle(value) -> bytes:
@@ -285,6 +290,7 @@ class RedisSessionStore:
         if raw_live is not None:
             data.live = pickle.loads(raw_live)
             self._attach_locks(data)
+        self._load_lesions(data)
         if touch:
             with self.client.pipeline() as pipe:
                 pipe.hset(key, "last_seen", repr(now))
@@ -352,10 +358,51 @@ class RedisSessionStore:
         return data.photos.get(photo_id) if data else None
 
     def remove_photo(self, data: SessionData, photo_id: str) -> bool:
+        from .lesions import forget_photo
+
         key = session_key(data.id)
-        names = [name for name in self.client.hkeys(key) if name.startswith(f"photo:{photo_id}:".encode())]
-        data.photos.pop(photo_id, None)
-        return bool(names) and bool(self.client.hdel(key, *names))
+        with self.locked(data):
+            forget_photo(data, photo_id)  # a deleted photo leaves its lesion (an empty lesion goes)
+            names = [name for name in self.client.hkeys(key) if name.startswith(f"photo:{photo_id}:".encode())]
+            data.photos.pop(photo_id, None)
+            return bool(names) and bool(self.client.hdel(key, *names))
+
+    # -- lesions ----------------------------------------------------------------
+    LESION_LOCK_SECONDS = 10.0
+
+    def _load_lesions(self, data: SessionData) -> None:
+        raw = self.read_field(data.id, data.secret, LESIONS_FIELD)
+        lesions, declined = pickle.loads(raw) if raw is not None else (OrderedDict(), set())
+        data.lesions, data.declined_matches = lesions, declined
+
+    @contextmanager
+    def locked(self, data: SessionData | None = None):
+        """A compound change to one session's lesions (webapp/lesions.py), safe across replicas.
+
+        The embedded store's lock is one process's RLock over objects it
+        holds. Here the lesions are a sealed field: take the session's
+        lesion lock in Redis, read the lesions afresh (another replica may
+        have changed them since this request loaded the session), let the
+        caller change ``data``, then write them back. A caller that raises
+        writes nothing.
+        """
+        if data is None:
+            raise ValueError("the Redis store locks one session's data: pass it")
+        lock = RedisLock(self, data.id, "lesions", self.LESION_LOCK_SECONDS)
+        deadline = time.monotonic() + self.LESION_LOCK_SECONDS
+        while not lock.acquire():
+            if not self.client.exists(session_key(data.id)):
+                raise StoreFull(ENDED, 410)
+            if time.monotonic() > deadline:  # a replica died holding it: its lock has expired by now anyway
+                raise StoreFull(BUSY, 503)
+            time.sleep(0.02)
+        try:
+            self._load_lesions(data)
+            yield
+            if not self._write(data.id, data.secret, {LESIONS_FIELD: _pickle((data.lesions, data.declined_matches))}):
+                raise StoreFull(ENDED, 410)
+        finally:
+            lock.release()
 
     def update_photo(self, store_id: str, photo_id: str, secret: bytes | None = None, **changes: Any) -> bool:
         """Set fields of a photo if its session and the photo still exist (a worker's or a view's write-back)."""
@@ -396,7 +443,7 @@ class RedisSessionStore:
         if data.live is None:
             self.client.hdel(session_key(data.id), "live")
         elif not self._write(data.id, data.secret, {"live": _pickle(data.live)}):
-            raise StoreFull("Your session ended. Please reload the page.", 410)
+            raise StoreFull(ENDED, 410)
         if data.live is not None and not isinstance(data.live.frame_lock, RedisLock):
             self._attach_locks(data)
 

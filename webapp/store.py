@@ -195,8 +195,8 @@ class SessionStore:
             forget_photo(data, photo_id)  # a deleted photo leaves its lesion (an empty lesion goes)
             return data.photos.pop(photo_id, None) is not None
 
-    def locked(self):
-        """The store's lock, for a compound change to one session's data (webapp/lesions.py)."""
+    def locked(self, data: SessionData | None = None):
+        """The store's lock, for a compound change to ``data`` (webapp/lesions.py; the Redis store writes it back)."""
         return self._lock
 
     def update_photo(self, store_id: str, photo_id: str, secret: bytes | None = None, **changes: Any) -> bool:
