@@ -70,7 +70,8 @@ def person_visits_and_clears(client: redis.Redis, ports: list[int]) -> None:
 def test_a_worker_killed_mid_job_leaves_the_job_to_another_worker(tiny_model_dir, redis_url):
     """SIGKILL while a photo is being analysed: acks_late puts it back, a second worker finishes it."""
     client = redis.Redis.from_url(redis_url)
-    with fleet(redis_url, tiny_model_dir, replicas=1, PRIVASCAN_JOB_VISIBILITY_SECONDS="5") as (ports, processes, env):
+    with fleet(redis_url, tiny_model_dir, replicas=1, PRIVASCAN_JOB_VISIBILITY_SECONDS="5",
+               PRIVASCAN_JOB_DEADLINE_SECONDS="600") as (ports, processes, env):
         browser = AlternatingBrowser(ports)
         browser.open_page()
         for seed in range(20, 24):  # the tiny model is quick: try until the kill lands mid-job

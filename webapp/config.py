@@ -40,6 +40,11 @@ def config_from_environment() -> dict:
         # Scale-out mode: a job a worker took but never acknowledged (it was
         # killed) is handed to another worker after this many seconds.
         "JOB_VISIBILITY_SECONDS": int(_number("PRIVASCAN_JOB_VISIBILITY_SECONDS", 600)),
+        # Scale-out mode: a photo still "running" this long after its worker
+        # started it is shown as failed (its worker never came back, and no
+        # other worker took the job over). 0: the visibility timeout plus a minute,
+        # so a redelivery gets its chance first.
+        "JOB_DEADLINE_SECONDS": int(_number("PRIVASCAN_JOB_DEADLINE_SECONDS", 0)),
         "MODEL": os.environ.get("PRIVASCAN_MODEL", "google/medsiglip-448"),
         "HF_TOKEN": os.environ.get("HF_TOKEN") or None,
         "DEMO_MODEL": _flag("PRIVASCAN_DEMO_MODEL"),

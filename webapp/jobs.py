@@ -38,6 +38,9 @@ class WorkerTimeout(Exception):
     message = "The analyser is busy with other work. Please try again in a moment."
 
 
+OVERDUE = "The analysis did not finish in time: the analyser working on it stopped. Please try again."
+
+
 def init_app(app: Flask) -> None:
     if app.extensions.get("privascan_redis") is not None:
         from . import remote_jobs
@@ -76,6 +79,24 @@ def photo_job_key(store_id: str, photo_id: str, kind: str = "analyse") -> tuple[
 def queue_position(store_id: str, photo_id: str) -> int | None:
     """A queued photo analysis's 1-based place in the queue (None once it started)."""
     return _worker().position(photo_job_key(store_id, photo_id))
+
+
+def settle_overdue(data: SessionData | None) -> None:
+    """Mark as failed each photo whose job started but is past its deadline, so no card says "running" forever.
+
+    Only scale-out workers can vanish mid-job (``InferenceWorker.overdue``
+    is always False). "queued" too: a worker may stop between taking the job
+    and saying "running". The change is conditional: a result that arrived
+    meanwhile is kept.
+    """
+    if data is None:
+        return
+    store = current_app.extensions["privascan_store"]
+    for photo in data.photos.values():
+        if photo.state in ("queued", "running") and _worker().overdue(photo_job_key(data.id, photo.id)):
+            failed = {"state": "error", "stage": "", "error": OVERDUE}
+            if store.update_photo(data.id, photo.id, secret=data.secret, if_state=photo.state, **failed):
+                photo.state, photo.stage, photo.error = failed["state"], failed["stage"], failed["error"]
 
 
 def queue_analysis(data: SessionData, photo: Photo, settings: dict, analyse_anyway: bool = False) -> int:
@@ -202,4 +223,5 @@ def explain_live_crop(crop_jpeg: bytes, template_set_id: str | None, condition_i
 __all__ = [
     "NotReady", "QueueFull", "WorkerTimeout", "analyse_live_frame", "analyse_once", "clinical_app_for",
     "explain_live_crop", "init_app", "queue_analysis", "queue_extra_heatmap", "queue_position", "ready_clinical_app",
+    "settle_overdue",
 ]

@@ -404,8 +404,13 @@ class RedisSessionStore:
         finally:
             lock.release()
 
-    def update_photo(self, store_id: str, photo_id: str, secret: bytes | None = None, **changes: Any) -> bool:
-        """Set fields of a photo if its session and the photo still exist (a worker's or a view's write-back)."""
+    def update_photo(self, store_id: str, photo_id: str, secret: bytes | None = None, if_state: str | None = None,
+                     **changes: Any) -> bool:
+        """Set fields of a photo if its session and the photo still exist (and its state is ``if_state``, if given).
+
+        A worker's or a view's write-back; ``if_state`` makes "mark it failed
+        unless it finished meanwhile" one atomic step (WATCH on the hash).
+        """
         if secret is None:
             raise ValueError("the Redis store needs the session's key to write a photo")
         key = session_key(store_id)
@@ -423,6 +428,8 @@ class RedisSessionStore:
             try:
                 meta = pickle.loads(unseal(secret, sealed, f"{store_id}/{meta_field}"))
             except CannotOpen:
+                return False
+            if if_state is not None and meta["state"] != if_state:
                 return False
             meta.update(changes)
             pipe.multi()

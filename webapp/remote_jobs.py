@@ -14,6 +14,14 @@ process, on this machine or another:
   outcome back sealed with the same one-off key on a Redis list, which the
   waiting replica pops (BLPOP: it wakes at once, no polling).
 
+A deadline backs that up: a worker starting a photo job notes, in one
+sorted set, when it must have finished (Redis's clock, so machines' clocks
+need not agree); a card whose photo is still "running" past it says the
+analysis failed. By default the deadline is the visibility timeout plus a
+minute, so a redelivery to a live worker (which notes a new deadline) comes
+first; with no worker left to take the job over, the card fails instead of
+saying "running" forever.
+
 Only holders of PRIVASCAN_SECRET_KEY can make a job a worker will unpickle:
 the seal is checked before anything is loaded.
 
@@ -51,6 +59,19 @@ LIVE_WORK = {"analyse_frame", "explain_jpeg_crop"}
 JOB_DATA_TTL = 3600
 RESULT_TTL = 300
 TASK_NAME = "privascan.run_job"
+RUNNING_KEY = "privascan:running"  # sorted set: a started photo job's queue member -> its deadline
+DEADLINE_MARGIN = 60
+
+
+def job_deadline_seconds(config) -> int:
+    """How long a photo job may run before its card says it failed (see the module's docstring)."""
+    return int(config.get("JOB_DEADLINE_SECONDS") or 0) or int(config.get("JOB_VISIBILITY_SECONDS", 600)) + DEADLINE_MARGIN
+
+
+def redis_now(client: redis.Redis) -> float:
+    """Redis's clock: every replica and worker compares deadlines against the same one."""
+    seconds, microseconds = client.time()
+    return seconds + microseconds / 1e6
 
 
 def _queue_set(queue: str) -> str:
@@ -141,6 +162,12 @@ def _run_job_task(task, job_id: str, wrapped_key: str, queue: str, member: str, 
     job_key = unwrap_from_job(app.config["SECRET_KEY"], wrapped_key, job_id)
     work = loads_job(unseal(job_key, sealed, f"job/{job_id}"), app)
     kind = getattr(getattr(work, "func", work), "__name__", "job")
+    if not wants_outcome:  # a photo job: its card polls, and must not say "running" past this
+        now = redis_now(client)
+        with client.pipeline() as pipe:
+            pipe.zadd(RUNNING_KEY, {member: now + job_deadline_seconds(app.config)})
+            pipe.zremrangebyscore(RUNNING_KEY, "-inf", now - JOB_DATA_TTL)  # killed jobs' old entries
+            pipe.execute()
     if heartbeat is not None:
         heartbeat.current = kind
         heartbeat.beat()
@@ -152,6 +179,8 @@ def _run_job_task(task, job_id: str, wrapped_key: str, queue: str, member: str, 
         outcome = ("error", exc)
     finally:
         del work
+        if not wants_outcome:
+            client.zrem(RUNNING_KEY, member)
         from .memory import release_freed_memory
 
         release_freed_memory()
@@ -247,6 +276,7 @@ class RemoteWorker:
         try:
             with self.client.pipeline() as pipe:
                 pipe.set(_job_data(job_id), sealed, ex=JOB_DATA_TTL)
+                pipe.zrem(RUNNING_KEY, member)  # an earlier run's deadline does not apply to this one
                 pipe.zadd(members, {member: time.time()})
                 pipe.hset(members + ":ids", member, job_id)
                 pipe.expire(members + ":ids", JOB_DATA_TTL)
@@ -274,6 +304,11 @@ class RemoteWorker:
 
     def pending(self) -> int:
         return sum(int(self.client.zcard(_queue_set(queue))) for queue in QUEUES)
+
+    def overdue(self, key: Hashable) -> bool:
+        """Whether the photo job with this key started and is past its deadline (its worker never came back)."""
+        deadline = self.client.zscore(RUNNING_KEY, self.member(key))
+        return deadline is not None and deadline < redis_now(self.client)
 
     def stop(self, timeout: float = 5.0) -> None:
         pass

@@ -199,12 +199,13 @@ class SessionStore:
         """The store's lock, for a compound change to ``data`` (webapp/lesions.py; the Redis store writes it back)."""
         return self._lock
 
-    def update_photo(self, store_id: str, photo_id: str, secret: bytes | None = None, **changes: Any) -> bool:
-        """Set fields of a photo if its session and the photo still exist (a worker's write-back)."""
+    def update_photo(self, store_id: str, photo_id: str, secret: bytes | None = None, if_state: str | None = None,
+                     **changes: Any) -> bool:
+        """Set fields of a photo if its session and the photo still exist (and its state is ``if_state``, if given)."""
         with self._lock:
             data = self._sessions.get(store_id)
             photo = data.photos.get(photo_id) if data else None
-            if photo is None:
+            if photo is None or (if_state is not None and photo.state != if_state):
                 return False
             for key, value in changes.items():
                 setattr(photo, key, value)

@@ -109,6 +109,13 @@ class InferenceWorker:
         with self._lock:
             return len(self._pending)
 
+    def overdue(self, key: Hashable) -> bool:
+        """Never: this thread's job either ends or takes the whole process, and its sessions, with it.
+
+        (Scale-out workers are other processes that can vanish mid-job; see ``RemoteWorker.overdue``.)
+        """
+        return False
+
     def stop(self, timeout: float = 5.0) -> None:
         if self._thread is not None:
             self._queue.put(None)

@@ -16,7 +16,7 @@ from itertools import groupby
 from flask import current_app, g, render_template, request, session
 
 from ..interfaces import ClinicalApp, PromptBank
-from ..jobs import clinical_app_for, queue_position
+from ..jobs import clinical_app_for, queue_position, settle_overdue
 from ..live import effective_thresholds
 from ..pipeline import read
 from ..sessions import current_data
@@ -71,6 +71,7 @@ def page_context() -> dict:
     models = current_app.extensions["privascan_models"]
     registry = current_app.extensions["privascan_registry"]
     data = current_data()
+    settle_overdue(data)  # before anything shows a photo's state: none is "running" past its deadline
     return {
         "photo_store_id": data.id if data else None,
         "clinical_app_by_name": registry.app,
