@@ -8,12 +8,16 @@ next replica in turn (a load balancer without sticky sessions).
 
 from __future__ import annotations
 
+import collections
 import http.cookiejar
+import itertools
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -46,10 +50,24 @@ def start_worker(env: dict, wrap: tuple[str, ...] = ()) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def start_replica(env: dict, port: int, wrap: tuple[str, ...] = ()) -> subprocess.Popen:
+def start_replica(env: dict, port: int, wrap: tuple[str, ...] = (), args: tuple[str, ...] = ()) -> subprocess.Popen:
     return subprocess.Popen([*wrap, sys.executable, "-m", "gunicorn", "--config", "webapp/gunicorn_conf.py",
-                             "--bind", f"127.0.0.1:{port}", "wsgi:app"], cwd=REPO, env=env,
+                             "--bind", f"127.0.0.1:{port}", *args, "wsgi:app"], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def drain(process: subprocess.Popen, lines: int = 400) -> subprocess.Popen:
+    """Read the process's stderr into memory (its last ``lines``): a full pipe would block a chatty worker."""
+    process.tail = collections.deque(maxlen=lines)
+    threading.Thread(target=lambda: process.tail.extend(process.stderr), daemon=True).start()
+    return process
+
+
+def output_of(process: subprocess.Popen) -> str:
+    if hasattr(process, "tail"):
+        time.sleep(0.2)  # the reader's last lines
+        return b"".join(process.tail).decode(errors="replace")[-3000:]
+    return process.stderr.read().decode(errors="replace")[-3000:]
 
 
 def wait_for_worker(client: redis.Redis, process: subprocess.Popen, count: int = 1, timeout: float = 240) -> None:
@@ -59,7 +77,7 @@ def wait_for_worker(client: redis.Redis, process: subprocess.Popen, count: int =
         if sum(b'"ready"' in b for b in beats) >= count:
             return
         if process.poll() is not None:
-            raise RuntimeError("the worker stopped:\n" + process.stderr.read().decode(errors="replace")[-3000:])
+            raise RuntimeError("the worker stopped:\n" + output_of(process))
         time.sleep(0.3)
     raise RuntimeError("no worker became ready")
 
@@ -72,7 +90,7 @@ def wait_for_http(port: int, process: subprocess.Popen, timeout: float = 120) ->
             return
         except (urllib.error.URLError, ConnectionError):
             if process.poll() is not None:
-                raise RuntimeError("a replica stopped:\n" + process.stderr.read().decode(errors="replace")[-3000:])
+                raise RuntimeError("a replica stopped:\n" + output_of(process))
             time.sleep(0.3)
     raise RuntimeError("a replica did not answer")
 
@@ -136,17 +154,21 @@ class AlternatingBrowser:
 
 
 @contextmanager
-def fleet(redis_url: str, model_dir: str, replicas: int = 2, workers: int = 1, wrap: tuple[str, ...] = (), **extra):
-    """Start ``workers`` workers and ``replicas`` web replicas; yields (ports, processes (workers first), env)."""
+def fleet(redis_url: str, model_dir: str, replicas: int = 2, workers: int = 1, wrap: tuple[str, ...] = (),
+          replica_args: tuple[str, ...] = (), **extra):
+    """Start ``workers`` workers and ``replicas`` web replicas; yields (ports, processes (workers first), env).
+
+    ``replica_args``: more gunicorn options (``--keep-alive 0``: a new connection per request).
+    """
     env = environment(redis_url, model_dir, **extra)
     client = redis.Redis.from_url(redis_url)
     processes = []
     try:
         for _ in range(workers):
-            processes.append(start_worker(env, wrap))
+            processes.append(drain(start_worker(env, wrap)))
         ports = [free_port() for _ in range(replicas)]
         for port in ports:
-            processes.append(start_replica(env, port, wrap))
+            processes.append(drain(start_replica(env, port, wrap, replica_args)))
         for worker in processes[:workers]:
             wait_for_worker(client, worker, count=workers)
         for port, process in zip(ports, processes[workers:]):
@@ -178,3 +200,68 @@ def upload_fields(content: bytes, name: str) -> dict:
 def frame_fields(content: bytes) -> dict:
     body = multipart([("frame", (content, "frame.jpg"))])
     return {"data": body["data"], "content_type": body["content_type"]}
+
+
+class RoundRobinProxy:
+    """A loopback TCP load balancer without stickiness: each new connection goes to the next replica.
+
+    With the replicas answering ``Connection: close`` (gunicorn ``--keep-alive
+    0``) every request is a new connection, so a browser's requests alternate
+    between replicas. Bytes are relayed in memory; ``requests`` counts, per
+    replica port, the connections that carried a request.
+    """
+
+    def __init__(self, ports: list[int]):
+        self.ports = ports
+        self.requests: collections.Counter[int] = collections.Counter()
+        self._turn = itertools.count()
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self._accept, name="round-robin-proxy", daemon=True).start()
+
+    def close(self) -> None:
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                downstream, _ = self._listener.accept()
+            except OSError:  # closed
+                return
+            with self._lock:
+                port = self.ports[next(self._turn) % len(self.ports)]
+            threading.Thread(target=self._relay, args=(downstream, port), daemon=True).start()
+
+    def _relay(self, downstream: socket.socket, port: int) -> None:
+        try:
+            upstream = socket.create_connection(("127.0.0.1", port))
+        except OSError:
+            downstream.close()
+            return
+
+        def pump(source: socket.socket, target: socket.socket, counts: bool) -> None:
+            first = True
+            try:
+                while chunk := source.recv(65536):
+                    if counts and first:
+                        with self._lock:
+                            self.requests[port] += 1
+                        first = False
+                    target.sendall(chunk)
+            except OSError:
+                pass
+            finally:
+                try:
+                    target.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+
+        back = threading.Thread(target=pump, args=(upstream, downstream, False), daemon=True)
+        back.start()
+        pump(downstream, upstream, True)
+        back.join(120)
+        upstream.close()
+        downstream.close()
+

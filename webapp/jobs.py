@@ -96,7 +96,12 @@ def settle_overdue(data: SessionData | None) -> None:
         if photo.state in ("queued", "running") and _worker().overdue(photo_job_key(data.id, photo.id)):
             failed = {"state": "error", "stage": "", "error": OVERDUE}
             if store.update_photo(data.id, photo.id, secret=data.secret, if_state=photo.state, **failed):
-                photo.state, photo.stage, photo.error = failed["state"], failed["stage"], failed["error"]
+                _set(photo, failed)
+
+
+def _set(photo: Photo, changes: dict) -> None:
+    for name, value in changes.items():
+        setattr(photo, name, value)
 
 
 def queue_analysis(data: SessionData, photo: Photo, settings: dict, analyse_anyway: bool = False) -> int:
@@ -112,11 +117,14 @@ def queue_analysis(data: SessionData, photo: Photo, settings: dict, analyse_anyw
     store = current_app.extensions["privascan_store"]
     before = {"state": photo.state, "stage": photo.stage, "error": photo.error}
     # Marked queued before it can start: the worker's "running" and "done" always come after.
-    store.update_photo(data.id, photo.id, secret=data.secret, state="queued", stage="", error="")
+    queued = {"state": "queued", "stage": "", "error": ""}
+    store.update_photo(data.id, photo.id, secret=data.secret, **queued)
+    _set(photo, queued)  # this request's copy too: the Redis store's is separate, and the card rendered now must poll
     try:
         handle = _worker().submit(Job(photo_job_key(data.id, photo.id), work))
     except QueueFull:
         store.update_photo(data.id, photo.id, secret=data.secret, **before)
+        _set(photo, before)
         raise
     return handle.position() or 1
 
