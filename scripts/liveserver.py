@@ -234,6 +234,33 @@ class Client:
             self._connection = None
 
 
+@dataclass
+class AlternatingClient(Client):
+    """One person behind a load balancer without sticky sessions: each request goes to the next replica.
+
+    Scale-out mode (docs/scaling.md): a keep-alive connection per replica,
+    one set of cookies for all of them.
+    """
+
+    ports: tuple[int, ...] = ()
+    _turn: int = 0
+    _connections: dict = field(default_factory=dict)
+
+    def request(self, *args, **kwargs) -> Reply:
+        self._connections[self.port] = self._connection
+        self.port = self.ports[self._turn % len(self.ports)]
+        self._turn += 1
+        self._connection = self._connections.get(self.port)
+        return super().request(*args, **kwargs)
+
+    def close(self) -> None:
+        super().close()
+        for connection in self._connections.values():
+            if connection is not None:
+                connection.close()
+        self._connections.clear()
+
+
 def multipart(fields: list[tuple[str, object]]) -> tuple[bytes, str]:
     """A multipart body in memory; a value ``(bytes, filename)`` is a file part."""
     from werkzeug.datastructures import FileStorage, MultiDict

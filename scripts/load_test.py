@@ -3,6 +3,7 @@
 
     .venv/bin/python scripts/load_test.py                 # 50 people, 2 minutes
     .venv/bin/python scripts/load_test.py --users 10 --seconds 20
+    .venv/bin/python scripts/load_test.py --fleet --workers 1   # scale-out mode (docs/scaling.md)
 
 Starts ``gunicorn --config webapp/gunicorn_conf.py wsgi:app`` in demo mode (a
 tiny random MedSigLIP, so inference is quick but real: localizer, crop,
@@ -22,6 +23,12 @@ the worker thread), overall and while the queue was full, and the resident
 memory of the server's worker process at start, peak and end. Latencies are
 measured by the client, which shares the machine's cores with the server, so
 they are upper bounds. Nothing is written to disk; nothing here is a test.
+
+``--fleet``: scale-out mode instead (tests/fleet.py): a real redis-server
+(persistence off), ``--replicas`` gunicorn web replicas (default 2) and
+``--workers`` ``privascan worker`` processes (default 1) on the same demo
+model; each person's requests alternate between the replicas (no sticky
+sessions). Memory is then reported for the workers and the replicas.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from liveserver import (
     CARD_ID,
     POLLING,
     REPO,
+    AlternatingClient,
     Client,
     OutputTail,
     children,
@@ -114,7 +122,8 @@ class Recorder:
             self.analyses_done += 1
 
 
-def person(index: int, port: int, photos: list[bytes], deadline: float, record: Recorder, stop: threading.Event) -> None:
+def person(index: int, ports: list[int], photos: list[bytes], deadline: float, record: Recorder,
+           stop: threading.Event) -> None:
     rng = random.Random(index)
     time.sleep(rng.uniform(0, 3))  # people do not all arrive in the same millisecond
 
@@ -125,7 +134,8 @@ def person(index: int, port: int, photos: list[bytes], deadline: float, record: 
         return reply
 
     while time.monotonic() < deadline and not stop.is_set():
-        client = Client(port, timeout=30)
+        client = (Client(ports[0], timeout=30) if len(ports) == 1
+                  else AlternatingClient(ports[0], timeout=30, ports=tuple(ports)))
         try:
             timed("page", client.open_page)
             photo = photos[rng.randrange(len(photos))]
@@ -173,12 +183,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=50, help="simulated people at once (default 50)")
     parser.add_argument("--seconds", type=float, default=120, help="length of the run (default 120)")
     parser.add_argument("--photo-size", default="1600x1200", help="photo width x height (default 1600x1200)")
+    parser.add_argument("--fleet", action="store_true", help="scale-out mode: redis-server, web replicas, Celery workers")
+    parser.add_argument("--replicas", type=int, default=2, help="with --fleet: web replicas (default 2)")
+    parser.add_argument("--workers", type=int, default=1, help="with --fleet: privascan worker processes (default 1)")
     args = parser.parse_args(argv)
     width, height = (int(side) for side in args.photo_size.lower().split("x"))
 
     env = server_environment()
-    prepare_first_run_caches(env)
+    prepared = prepare_first_run_caches(env)
     photos = [encode(lesion_photo(seed, width, height), "JPEG", quality=90) for seed in range(8)]
+    if args.fleet:
+        model_dir = next(line.split(":", 1)[1].strip() for line in prepared if line.startswith("demo model:"))
+        return run_fleet(args, width, height, photos, model_dir)
     port = free_port()
     server = subprocess.Popen(
         gunicorn_command(port, "--access-logfile", "-", "--access-logformat", ACCESS_FORMAT),
@@ -215,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
 
         sampler = threading.Thread(target=sample_memory, daemon=True)
         sampler.start()
-        people = [threading.Thread(target=person, args=(i, port, photos, deadline, record, stop), daemon=True)
+        people = [threading.Thread(target=person, args=(i, [port], photos, deadline, record, stop), daemon=True)
                   for i in range(args.users)]
         for thread in people:
             thread.start()
@@ -233,11 +249,69 @@ def main(argv: list[str] | None = None) -> int:
             except subprocess.TimeoutExpired:
                 server.kill()
 
-    report(args, width, height, photos, record, elapsed, rss_start, rss_end, rss, output)
+    report(args, width, height, photos, record, elapsed, rss_start, rss_end, rss, output.text)
     return 0
 
 
-def report(args, width, height, photos, record: Recorder, elapsed, rss_start, rss_end, rss, output) -> None:
+def run_fleet(args, width, height, photos, model_dir: str) -> int:
+    """The same people against redis-server + ``--replicas`` web replicas + ``--workers`` workers."""
+    sys.path.insert(0, str(REPO))
+    from tests.fleet import fleet, output_of
+    from tests.redis_server import redis_server
+
+    record = Recorder()
+    measuring = threading.Event()
+
+    def server_time(line: bytes) -> bool:
+        found = ACCESS_LINE.match(line.decode("utf-8", "replace").rstrip())
+        if found and measuring.is_set():
+            with record._lock:
+                record.server_ms[kind_of(found.group(2), found.group(3))].append(int(found.group(1)))
+        return bool(found)
+
+    access_log = ("--access-logfile", "-", "--access-logformat", ACCESS_FORMAT)
+    rss: list[tuple[float, float]] = []
+    stop = threading.Event()
+    with redis_server() as url, fleet(url, model_dir, replicas=args.replicas, workers=args.workers,
+                                      replica_args=access_log, replica_lines=server_time,
+                                      PRIVASCAN_DEMO_MODEL="1") as (ports, processes, _):
+        workers = [process.pid for process in processes[:args.workers]]  # solo pool: the job runs in this process
+
+        def fleet_rss() -> float:
+            return sum(rss_mb(pid) for pid in workers)
+
+        rss_start = fleet_rss()
+        started = time.monotonic()
+        deadline = started + args.seconds
+        measuring.set()
+
+        def sample_memory() -> None:
+            while not stop.wait(1.0):
+                try:
+                    rss.append((time.monotonic() - started, fleet_rss()))
+                except OSError:
+                    return
+
+        threading.Thread(target=sample_memory, daemon=True).start()
+        people = [threading.Thread(target=person, args=(i, ports, photos, deadline, record, stop), daemon=True)
+                  for i in range(args.users)]
+        for thread in people:
+            thread.start()
+        for thread in people:
+            thread.join(timeout=max(1.0, deadline - time.monotonic()) + 60)
+        stop.set()
+        elapsed = time.monotonic() - started
+        rss_end = fleet_rss()
+        replica_rss = [rss_mb(child) for process in processes[args.workers:] for child in children(process.pid)]
+        outputs = lambda: "\n".join(output_of(process) for process in processes)  # noqa: E731
+        report(args, width, height, photos, record, elapsed, rss_start, rss_end, rss, outputs,
+               memory_of=f"the {args.workers} worker process(es), together")
+    print(f"web replicas' gunicorn worker RSS MB at the end: {', '.join(f'{value:.0f}' for value in replica_rss)}")
+    return 0
+
+
+def report(args, width, height, photos, record: Recorder, elapsed, rss_start, rss_end, rss, output,
+           memory_of: str = "the server's worker process") -> None:
     samples = record.samples
     rejections = sorted(record.rejections)
     server_errors = [s for s in samples if s.status >= 500 and not (s.kind == "analyze" and s.status == 503)]
@@ -251,9 +325,12 @@ def report(args, width, height, photos, record: Recorder, elapsed, rss_start, rs
         return at < len(rejections) and rejections[at] <= sample.started + sample.seconds + BUSY_WINDOW
 
     full = [s for s in samples if while_full(s)]
-    print(f"Load test: {args.users} simulated people for {elapsed:.0f} s against gunicorn on loopback (demo model)")
+    where = (f"redis-server, {args.replicas} web replicas and {args.workers} worker(s), requests alternating"
+             if getattr(args, "fleet", False) else "gunicorn")
+    print(f"Load test: {args.users} simulated people for {elapsed:.0f} s against {where} on loopback (demo model)")
     print(f"  photo: {width}x{height} JPEG, about {statistics.mean(map(len, photos)) / 1024:.0f} KB")
-    print(f"requests: {len(samples)} ({len(samples) / elapsed:.1f}/s); analyses completed: {record.analyses_done}")
+    print(f"requests: {len(samples)} ({len(samples) / elapsed:.1f}/s); analyses completed: {record.analyses_done} "
+          f"({record.analyses_done / elapsed * 60:.0f} analyses/min)")
     print(f"5xx answers (other than the designed 503 busy): {len(server_errors)}")
     print(f"client-side errors (timeouts, resets): {len(record.errors)}"
           + (f" e.g. {record.errors[0]}" if record.errors else ""))
@@ -292,7 +369,8 @@ def report(args, width, height, photos, record: Recorder, elapsed, rss_start, rs
     peak = max((value for _, value in rss), default=rss_end)
     settled = [value for at, value in rss if at >= min(30.0, elapsed / 4)]
     after_warmup = settled[0] if settled else rss_start
-    print(f"worker RSS MB: start {rss_start:.0f}, after warm-up {after_warmup:.0f}, peak {peak:.0f}, end {rss_end:.0f}")
+    print(f"RSS MB of {memory_of}: start {rss_start:.0f}, after warm-up {after_warmup:.0f}, peak {peak:.0f}, "
+          f"end {rss_end:.0f}")
     p95_full = percentile([s.seconds * 1000 for s in full], 0.95)
     print()
     print("targets:")
@@ -305,7 +383,7 @@ def report(args, width, height, photos, record: Recorder, elapsed, rss_start, rs
     print(f"  RSS stable (end within 10 % + 20 MB of after warm-up): {'met' if stable else 'MISSED'}")
     if server_errors:
         print("server output (last lines):")
-        print(output.text()[-3000:])
+        print(output()[-3000:])
 
 
 if __name__ == "__main__":

@@ -50,16 +50,27 @@ def start_worker(env: dict, wrap: tuple[str, ...] = ()) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def start_replica(env: dict, port: int, wrap: tuple[str, ...] = (), args: tuple[str, ...] = ()) -> subprocess.Popen:
+def start_replica(env: dict, port: int, wrap: tuple[str, ...] = (), args: tuple[str, ...] = (),
+                  stdout_too: bool = False) -> subprocess.Popen:
+    """A gunicorn web replica; ``stdout_too``: its stdout (an access log on "-") joins the stderr pipe."""
     return subprocess.Popen([*wrap, sys.executable, "-m", "gunicorn", "--config", "webapp/gunicorn_conf.py",
                              "--bind", f"127.0.0.1:{port}", *args, "wsgi:app"], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.STDOUT if stdout_too else subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def drain(process: subprocess.Popen, lines: int = 400) -> subprocess.Popen:
-    """Read the process's stderr into memory (its last ``lines``): a full pipe would block a chatty worker."""
+def drain(process: subprocess.Popen, lines: int = 400, divert=None) -> subprocess.Popen:
+    """Read the process's stderr into memory (its last ``lines``): a full pipe would block a chatty worker.
+
+    ``divert``: called with each line (bytes); a true answer keeps the line out of the tail.
+    """
     process.tail = collections.deque(maxlen=lines)
-    threading.Thread(target=lambda: process.tail.extend(process.stderr), daemon=True).start()
+
+    def read() -> None:
+        for line in process.stderr:
+            if divert is None or not divert(line):
+                process.tail.append(line)
+
+    threading.Thread(target=read, daemon=True).start()
     return process
 
 
@@ -155,10 +166,11 @@ class AlternatingBrowser:
 
 @contextmanager
 def fleet(redis_url: str, model_dir: str, replicas: int = 2, workers: int = 1, wrap: tuple[str, ...] = (),
-          replica_args: tuple[str, ...] = (), **extra):
+          replica_args: tuple[str, ...] = (), replica_lines=None, **extra):
     """Start ``workers`` workers and ``replicas`` web replicas; yields (ports, processes (workers first), env).
 
     ``replica_args``: more gunicorn options (``--keep-alive 0``: a new connection per request).
+    ``replica_lines``: sees every line the replicas print, stdout included (scripts/load_test.py's access log).
     """
     env = environment(redis_url, model_dir, **extra)
     client = redis.Redis.from_url(redis_url)
@@ -168,7 +180,8 @@ def fleet(redis_url: str, model_dir: str, replicas: int = 2, workers: int = 1, w
             processes.append(drain(start_worker(env, wrap)))
         ports = [free_port() for _ in range(replicas)]
         for port in ports:
-            processes.append(drain(start_replica(env, port, wrap, replica_args)))
+            processes.append(drain(start_replica(env, port, wrap, replica_args, stdout_too=replica_lines is not None),
+                                   divert=replica_lines))
         for worker in processes[:workers]:
             wait_for_worker(client, worker, count=workers)
         for port, process in zip(ports, processes[workers:]):

@@ -84,7 +84,9 @@ def wait_for(browser: Browser, photo_id: str, states=("done", "error"), timeout:
 def analysed(browser: Browser, seed: int, name: str) -> str:
     assert browser.upload((photo_bytes(seed), name)).status_code == 200
     photo_id = next(pid for pid in browser.photo_ids() if name in card_of(browser, pid))
-    assert browser.post(f"/photos/{photo_id}/analyze").status_code == 200
+    asked = browser.post(f"/photos/{photo_id}/analyze")
+    assert asked.status_code == 200
+    assert 'data-state="queued"' in asked.get_data(as_text=True)  # the card answered now polls (it did not, once)
     assert 'data-state="done"' in wait_for(browser, photo_id)
     return photo_id
 
