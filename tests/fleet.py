@@ -52,10 +52,11 @@ def start_worker(env: dict, wrap: tuple[str, ...] = ()) -> subprocess.Popen:
 
 def start_replica(env: dict, port: int, wrap: tuple[str, ...] = (), args: tuple[str, ...] = (),
                   stdout_too: bool = False) -> subprocess.Popen:
-    """A gunicorn web replica; ``stdout_too``: its stdout (an access log on "-") joins the stderr pipe."""
+    """A gunicorn web replica; ``stdout_too``: its stdout (an access log on "-") and stderr share one pipe."""
+    outputs = ({"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT} if stdout_too
+               else {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE})
     return subprocess.Popen([*wrap, sys.executable, "-m", "gunicorn", "--config", "webapp/gunicorn_conf.py",
-                             "--bind", f"127.0.0.1:{port}", *args, "wsgi:app"], cwd=REPO, env=env,
-                            stdout=subprocess.STDOUT if stdout_too else subprocess.DEVNULL, stderr=subprocess.PIPE)
+                             "--bind", f"127.0.0.1:{port}", *args, "wsgi:app"], cwd=REPO, env=env, **outputs)
 
 
 def drain(process: subprocess.Popen, lines: int = 400, divert=None) -> subprocess.Popen:
@@ -66,7 +67,7 @@ def drain(process: subprocess.Popen, lines: int = 400, divert=None) -> subproces
     process.tail = collections.deque(maxlen=lines)
 
     def read() -> None:
-        for line in process.stderr:
+        for line in process.stderr or process.stdout:
             if divert is None or not divert(line):
                 process.tail.append(line)
 
@@ -78,7 +79,7 @@ def output_of(process: subprocess.Popen) -> str:
     if hasattr(process, "tail"):
         time.sleep(0.2)  # the reader's last lines
         return b"".join(process.tail).decode(errors="replace")[-3000:]
-    return process.stderr.read().decode(errors="replace")[-3000:]
+    return (process.stderr or process.stdout).read().decode(errors="replace")[-3000:]
 
 
 def wait_for_worker(client: redis.Redis, process: subprocess.Popen, count: int = 1, timeout: float = 240) -> None:
