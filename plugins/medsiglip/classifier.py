@@ -77,20 +77,43 @@ def pick_device() -> str:
     return "cpu"
 
 
-def quantize_vision_tower(vision_model):
-    """A dynamic-int8 copy of the vision tower's Linear layers (CPU only).
+def quantize_frozen_layers(vision_model):
+    """Put every encoder layer but the last in dynamic int8 (Linear weights), in place; returns the model.
 
-    Measured by ``bench.pipeline --int8`` on MedSigLIP-448 shapes: 1.7 s
-    instead of 5.0 s per forward, cosine 0.9997 to the fp32 embedding.
+    The last layer, the post-layernorm and the pooling head stay fp32: Grad-CAM
+    hooks the last layer and back-propagates from the logits to it, and
+    quantized Linear layers have no backward. The frozen layers need none
+    (nothing before the last layer requires a gradient), so classification
+    and the heatmap both run through this one tower. CPU only (torch.ao's
+    dynamic quantization has no CUDA kernels).
     """
-    import copy
     import warnings
 
     import torch
 
+    layers = vision_model.encoder.layers
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao's deprecation notice; the API still works in 2.14
-        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(vision_model), {torch.nn.Linear}, dtype=torch.qint8)
+        for index in range(len(layers) - 1):
+            layers[index] = torch.ao.quantization.quantize_dynamic(layers[index], {torch.nn.Linear}, dtype=torch.qint8)
+    return vision_model
+
+
+def is_quantized(vision_model) -> bool:
+    return any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in vision_model.modules())
+
+
+def time_one_forward(vision_model, image_size: int, device: str) -> float:
+    """Seconds for one forward on a neutral (all-zero, i.e. mid-grey) input: no user data involved."""
+    import time
+
+    import torch
+
+    pixels = torch.zeros(1, 3, image_size, image_size, device=device)
+    started = time.perf_counter()
+    with torch.inference_mode():
+        vision_model(pixel_values=pixels)
+    return time.perf_counter() - started
 
 
 def vision_only_model(config, vision, logit_scale: float, logit_bias: float):
@@ -248,12 +271,11 @@ class MedSigLIPClassifier:
         self.model_id_or_path = str(model_id_or_path or DEFAULT_MODEL)
         self.token = token or None
         self.requested_device = device
-        # Optional dynamic-int8 copy of the vision tower for classification
-        # without a heatmap (live frames, the API without explain): about 3x
-        # faster on a CPU. Grad-CAM cannot run through quantized Linear layers,
-        # so the explainer always uses the fp32 tower.
+        # PRIVASCAN_INT8: every vision layer but the last in dynamic int8 (CPU),
+        # for classification and Grad-CAM alike (quantize_frozen_layers). Whether
+        # it pays depends on the host, so start-up times one forward of each.
         self.int8 = int8
-        self._int8_vision = None
+        self.int8_timing: tuple[float, float] | None = None  # (fp32 s, int8 s) of one forward at start-up
         self.device: str | None = None
         self.model = None
         self.processor = None
@@ -526,7 +548,14 @@ class MedSigLIPClassifier:
                 f"SigLIP-compatible model ({vision.num_hidden_layers} layers, width "
                 f"{vision.hidden_size}, {vision.image_size} px)"
             )
-        return f"{label} ({where}) on {self.device}"
+        description = f"{label} ({where}) on {self.device}"
+        if self.model is not None and is_quantized(self.model.vision_model):
+            description += ", int8"
+            if self.int8_not_faster:
+                fp32_s, int8_s = self.int8_timing
+                description += (f" (not faster than fp32 on this host: {int8_s:.1f} s against {fp32_s:.1f} s "
+                                "per forward; unset PRIVASCAN_INT8)")
+        return description
 
     def _require_loaded(self) -> None:
         if self.model is None:
@@ -683,13 +712,55 @@ class MedSigLIPClassifier:
             with torch.no_grad():
                 for tensor in [*self.model.parameters(), *self.model.buffers()]:
                     tensor.data = tensor.data.clone()
-            if self.int8 and self.device == "cpu":
-                self._int8_vision = quantize_vision_tower(self.model.vision_model)
+            if self.int8:
+                self._quantize_at_start_up()
             gc.collect()
             release_freed_memory()
             if self.device == "cuda":
                 torch.cuda.empty_cache()
             self._released = True
+
+    def _quantize_at_start_up(self) -> None:
+        """Quantize the frozen layers, timing one fp32 and one int8 forward first and after (logged)."""
+        if self.device != "cpu":
+            log.warning("PRIVASCAN_INT8 is for CPUs; on %s the model stays in fp32", self.device)
+            self.int8 = False
+            return
+        vision = self.model.vision_model
+        fp32_s = time_one_forward(vision, self.input_size, self.device)
+        quantize_frozen_layers(vision)
+        int8_s = time_one_forward(vision, self.input_size, self.device)
+        self.int8_timing = (fp32_s, int8_s)
+        log.info("int8 on this host: one vision forward %.2f s in int8, %.2f s in fp32: %s", int8_s, fp32_s,
+                 "int8 is faster" if int8_s < fp32_s else "int8 is NOT faster")
+
+    @property
+    def int8_not_faster(self) -> bool:
+        return self.int8_timing is not None and self.int8_timing[1] >= self.int8_timing[0]
+
+    def int8_copy(self, pairs: Sequence[tuple[PromptBank, TemplateSet]]) -> "MedSigLIPClassifier":
+        """Another classifier on a copy of these weights with the frozen layers in int8 (CPU).
+
+        For comparing the two in one process (``privascan eval --compare-int8``,
+        the benchmark): the same quantization as PRIVASCAN_INT8, the same text
+        embeddings (computed here first for ``pairs``), the same processor.
+        """
+        import copy
+
+        self._require_loaded()
+        with self._lock:
+            for bank, template_set in pairs:
+                self.text_embeddings(bank, template_set)
+                self.scope_embeddings(bank)
+            twin = MedSigLIPClassifier(self.model_id_or_path, token=self.token, device="cpu", int8=True)
+            vision = quantize_frozen_layers(copy.deepcopy(self.model.vision_model).to("cpu"))
+            twin.model = vision_only_model(self.model.config, vision, float(self.model.logit_scale.reshape(-1)[0]),
+                                           float(self.model.logit_bias.reshape(-1)[0]))
+            twin.processor, twin.device = self.processor, "cpu"
+            twin._scale, twin._logit_bias = self._scale.to("cpu"), self._logit_bias.to("cpu")
+            twin._text_cache = {key: (rows, tensor.to("cpu")) for key, (rows, tensor) in self._text_cache.items()}
+            twin._released = True
+            return twin
 
     @property
     def logit_scale(self) -> float:
@@ -755,8 +826,6 @@ class MedSigLIPClassifier:
 
         pixels = self.pixel_values_batch(crops)
         with torch.inference_mode():
-            if self._int8_vision is not None:
-                return self._int8_vision(pixel_values=pixels).pooler_output
             return self.model.get_image_features(pixel_values=pixels).pooler_output
 
     def scores_from_embeddings(
