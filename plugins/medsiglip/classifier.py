@@ -28,7 +28,7 @@ from PIL import Image
 
 from webapp.cropping import pad_to_square
 from webapp.embedding_cache import EmbeddingCache
-from webapp.memory import release_freed_memory
+from webapp.memory import drop_file_pages, file_mapped_ranges, release_freed_memory
 from webapp.interfaces import ModelUnavailable, PromptBank, Scores, TemplateSet
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -708,10 +708,16 @@ class MedSigLIPClassifier:
             # The weights are memory-mapped views of the safetensors file, which
             # stays mapped (and its touched pages resident) while any tensor views
             # it. Copy what remains into the process's own memory so the mapping,
-            # and the text tower's 1.8 GB with it, can go.
+            # and the text tower's 1.8 GB with it, can go; each copied tensor's
+            # file pages are let go at once, so the peak holds one copy, not two.
+            mapped = file_mapped_ranges()
             with torch.no_grad():
                 for tensor in [*self.model.parameters(), *self.model.buffers()]:
-                    tensor.data = tensor.data.clone()
+                    old = tensor.data
+                    tensor.data = old.clone()
+                    if mapped and old.device.type == "cpu":
+                        drop_file_pages(old.data_ptr(), old.numel() * old.element_size(), mapped)
+                    del old
             if self.int8:
                 self._quantize_at_start_up()
             gc.collect()
