@@ -4,6 +4,7 @@ so classification and Grad-CAM both run through one quantized tower (tiny random
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 import pytest
@@ -116,3 +117,15 @@ def test_an_int8_app_analyses_with_a_heatmap(app_factory):
     assert "Analysed" in card
     heatmap = browser.get(f"/photos/{photo_id}/heatmap.png")
     assert heatmap.status_code == 200 and Image.open(io.BytesIO(heatmap.data)).size == (448, 448)
+
+
+def test_half_precision_is_for_cuda_classification_only():
+    from plugins.medsiglip.classifier import half_precision
+
+    assert not isinstance(half_precision("cpu"), torch.autocast)
+    assert not isinstance(half_precision("cuda", enabled=False), torch.autocast)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch warns that this machine has no CUDA; the object is what is checked
+        on_gpu = half_precision("cuda")
+    assert isinstance(on_gpu, torch.autocast) and on_gpu.device == "cuda"
+    assert on_gpu.fast_dtype in (torch.bfloat16, torch.float16)

@@ -21,7 +21,7 @@ def register_classifiers(config):
     """The MedSigLIP classifier for ``config["MODEL"]`` (hub id or local folder), or the random demo model."""
     model = demo_model_directory() if config.get("DEMO_MODEL") else config["MODEL"]
     return [MedSigLIPClassifier(model, token=config.get("HF_TOKEN"), int8=config.get("INT8", False),
-                                embedding_cache=cache_from_config(config))]
+                                embedding_cache=cache_from_config(config), cuda_half=config.get("CUDA_HALF", True))]
 
 
 @hookimpl

@@ -99,6 +99,24 @@ def quantize_frozen_layers(vision_model):
     return vision_model
 
 
+def half_precision(device: str | None, enabled: bool = True):
+    """Autocast for classification on CUDA (bf16 where the GPU has it, else fp16); nothing elsewhere.
+
+    Only passes without a heatmap use it (live frames, the API without
+    explain, eval): the explainer's pass stays fp32, so gradients and the
+    heatmap are as faithful as on a CPU. On a CPU bf16 is 7x slower on AVX2
+    (REFERENCE.md), so nothing changes there.
+    """
+    import contextlib
+
+    import torch
+
+    if not enabled or device != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
 def is_quantized(vision_model) -> bool:
     return any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in vision_model.modules())
 
@@ -267,6 +285,7 @@ class MedSigLIPClassifier:
         device: str | None = None,
         int8: bool = False,
         embedding_cache: EmbeddingCache | None = None,
+        cuda_half: bool = True,
     ):
         self.model_id_or_path = str(model_id_or_path or DEFAULT_MODEL)
         self.token = token or None
@@ -276,6 +295,7 @@ class MedSigLIPClassifier:
         # it pays depends on the host, so start-up times one forward of each.
         self.int8 = int8
         self.int8_timing: tuple[float, float] | None = None  # (fp32 s, int8 s) of one forward at start-up
+        self.cuda_half = cuda_half  # PRIVASCAN_CUDA_HALF: autocast for classification on CUDA (heatmaps stay fp32)
         self.device: str | None = None
         self.model = None
         self.processor = None
@@ -831,8 +851,8 @@ class MedSigLIPClassifier:
         import torch
 
         pixels = self.pixel_values_batch(crops)
-        with torch.inference_mode():
-            return self.model.get_image_features(pixel_values=pixels).pooler_output
+        with torch.inference_mode(), half_precision(self.device, self.cuda_half):
+            return self.model.get_image_features(pixel_values=pixels).pooler_output.float()
 
     def scores_from_embeddings(
         self, image_features: "torch.Tensor", bank: PromptBank, template_set: TemplateSet
