@@ -247,9 +247,18 @@ class EmbeddingCache:
 
 
 def cache_from_config(config: dict) -> EmbeddingCache | None:
-    """The cache ``PRIVASCAN_CACHE_DIR`` names (``config["CACHE_DIR"]``), the default folder, or None when set to ``off``."""
+    """The cache ``PRIVASCAN_CACHE_DIR`` names (``config["CACHE_DIR"]``), the default folder, or None when set to ``off``.
+
+    Scale-out mode (``REDIS_URL`` set): the shared Redis instead of a folder,
+    so a new worker on any machine reads what the first one published
+    (webapp/redis_embedding_cache.py); ``off`` still turns the cache off.
+    """
     setting = config.get("CACHE_DIR")
     if setting is not None and str(setting).strip().lower() in DISABLED:
         return None
+    if config.get("REDIS_URL"):
+        from .redis_embedding_cache import redis_backend
+
+        return EmbeddingCache(redis_backend(config["REDIS_URL"]))
     folder = Path(str(setting)).expanduser() if setting else default_cache_folder()
     return EmbeddingCache(FolderBackend(folder))

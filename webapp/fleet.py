@@ -42,7 +42,8 @@ class Heartbeat:
         self._thread: threading.Thread | None = None
 
     def snapshot(self) -> dict:
-        statuses = {name: {"state": status.state, "message": status.message, "advice": status.advice}
+        statuses = {name: {"state": status.state, "message": status.message, "advice": status.advice,
+                           "background": status.background}
                     for name, status in ((n, self.models.status(n)) for n in self.models.registry.classifiers)}
         return {"id": self.id, "device": self.device, "queues": self.queues, "statuses": statuses,
                 "current": self.current, "jobs_done": self.jobs_done, "at": time.time()}

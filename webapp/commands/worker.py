@@ -10,6 +10,7 @@ first; ``--queues live`` makes a worker that serves only live scans.
 from __future__ import annotations
 
 import logging
+import os
 
 from .. import remote_jobs
 
@@ -41,6 +42,10 @@ def run(args) -> int:
     except KeyError as exc:
         print(f"Unknown queue {exc.args[0]!r}: use live, photos or both.")
         return 2
+    # Before torch is imported: its OpenMP threads otherwise busy-wait between
+    # operations, taking the cores that web replicas or other workers on the
+    # same machine need (the same setting as webapp/gunicorn_conf.py's).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     app = create_app({"ROLE": "worker"})  # exits with a message if Redis is unsafe or unreachable
     models = app.extensions["privascan_models"]
     device = _device()
