@@ -71,6 +71,13 @@ def card_of(browser: Browser, photo_id: str) -> str:
     return response.get_data(as_text=True)
 
 
+def explain_card(browser: Browser, photo_id: str, condition: str) -> str:
+    """The card as it polls while an extra heatmap is computed."""
+    response = browser.get(f"/photos/{photo_id}/card?explaining={condition}")
+    assert response.status_code == 200
+    return response.get_data(as_text=True)
+
+
 def wait_for(browser: Browser, photo_id: str, states=("done", "error"), timeout: float = 180) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -209,3 +216,40 @@ def test_lesion_follow_up_in_redis_mode(worker, fleet_redis, tiny_model_dir):
     assert len(set(client.scan_iter("privascan:s:*")) - sessions_before) == 1
     assert browser.post("/session/clear").status_code == 200
     assert set(client.scan_iter("privascan:s:*")) == sessions_before
+
+
+def test_an_extra_heatmap_whose_worker_never_returns_stops_polling(worker, fleet_redis, tiny_model_dir):
+    app = web_app(tiny_model_dir, fleet_redis)
+    client = redis.Redis.from_url(fleet_redis)
+    browser = Browser(app.test_client())
+    photo_id = analysed(browser, 60, "spot.jpg")
+    conditions = re.findall(rf'/photos/{photo_id}/explain/([^"?/]+)"', card_of(browser, photo_id))
+    assert conditions
+    stopped_for = None
+    for condition in conditions:  # the tiny model is quick: try until the stop lands mid-job
+        asked = browser.post(f"/photos/{photo_id}/explain/{condition}")
+        assert asked.status_code == 200 and "hx-trigger" in asked.get_data(as_text=True)
+        until = time.monotonic() + 120
+        while time.monotonic() < until and not running(client, photo_id) and \
+                "hx-trigger" in explain_card(browser, photo_id, condition):
+            time.sleep(0.002)
+        worker.send_signal(signal.SIGSTOP)
+        time.sleep(0.2)
+        if running(client, photo_id):
+            stopped_for = condition
+            break
+        worker.send_signal(signal.SIGCONT)
+    assert stopped_for, "the stop never landed while a heatmap was being computed"
+    try:
+        started = time.monotonic()
+        assert "hx-trigger" in explain_card(browser, photo_id, stopped_for)
+        until = time.monotonic() + DEADLINE + 60
+        while time.monotonic() < until and "hx-trigger" in (card := explain_card(browser, photo_id, stopped_for)):
+            time.sleep(0.5)
+        assert "hx-trigger" not in card  # stopped polling, by the deadline and not before
+        assert time.monotonic() - started >= DEADLINE - 5
+        assert f"/photos/{photo_id}/explain/{stopped_for}" in card  # the button to ask again is back
+        assert 'data-state="done"' in card  # the analysis itself is untouched
+    finally:
+        worker.send_signal(signal.SIGCONT)
+    wait_for_worker(client, worker)

@@ -99,6 +99,11 @@ def settle_overdue(data: SessionData | None) -> None:
                 _set(photo, failed)
 
 
+def heatmap_overdue(data: SessionData, photo: Photo, condition_id: str) -> bool:
+    """Whether the extra heatmap for ``condition_id`` started on a worker that never came back (past its deadline)."""
+    return _worker().overdue(photo_job_key(data.id, photo.id, f"explain:{condition_id}"))
+
+
 def _set(photo: Photo, changes: dict) -> None:
     for name, value in changes.items():
         setattr(photo, name, value)
@@ -230,6 +235,6 @@ def explain_live_crop(crop_jpeg: bytes, template_set_id: str | None, condition_i
 
 __all__ = [
     "NotReady", "QueueFull", "WorkerTimeout", "analyse_live_frame", "analyse_once", "clinical_app_for",
-    "explain_live_crop", "init_app", "queue_analysis", "queue_extra_heatmap", "queue_position", "ready_clinical_app",
-    "settle_overdue",
+    "explain_live_crop", "heatmap_overdue", "init_app", "queue_analysis", "queue_extra_heatmap", "queue_position",
+    "ready_clinical_app", "settle_overdue",
 ]

@@ -7,7 +7,7 @@ import secrets
 
 from flask import Blueprint, Response, abort, current_app, g, request, session
 
-from ..jobs import NotReady, QueueFull, queue_analysis, queue_extra_heatmap
+from ..jobs import NotReady, QueueFull, heatmap_overdue, queue_analysis, queue_extra_heatmap
 from ..images import ImageRejected, encode_jpeg, open_clean, safe_decode
 from ..render import boxed_photo_jpeg
 from ..sessions import current_data, get_store
@@ -106,7 +106,10 @@ def upload():
 @bp.get("/photos/<photo_id>/card")
 def card(photo_id: str):
     """One card; while queued or running (or computing an extra heatmap) it polls itself, then stops."""
-    return render("partials/card.html", photo=_photo_or_404(photo_id), explaining=request.args.get("explaining"))
+    photo, explaining = _photo_or_404(photo_id), request.args.get("explaining")
+    if explaining and explaining not in photo.extra_heatmaps and heatmap_overdue(current_data(), photo, explaining):
+        explaining = None  # its worker never came back: stop polling; the button to ask again shows again
+    return render("partials/card.html", photo=photo, explaining=explaining)
 
 
 @bp.post("/photos/<photo_id>/delete")
