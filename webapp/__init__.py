@@ -37,12 +37,13 @@ def create_app(test_config: dict | None = None) -> Flask:
     from .bank_overrides import apply_bank_overrides
     from .plugins import build_registry, make_plugin_manager
     from .models import ModelManager
-    from .views import api, lesions, live, pages, photos, reports, results
+    from .views import api, health, lesions, live, pages, photos, reports, results
 
     if app.config.get("REDIS_URL"):
         _connect_redis_or_exit(app)
 
     Htmx(app)
+    health.init_app(app)  # before sessions: /healthz and /readyz never create one
     sessions.init_app(app)  # after Htmx: it installs the in-memory request class
     security.init_app(app)
     errors.init_app(app)
