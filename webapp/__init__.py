@@ -15,6 +15,7 @@ from PIL import Image
 
 from .config import config_from_environment
 from .hookspecs import hookimpl
+from .resources import shipped_folder
 
 __all__ = ["create_app", "hookimpl"]
 
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def create_app(test_config: dict | None = None) -> Flask:
-    app = Flask(__name__, template_folder="../templates", static_folder="static")
+    app = Flask(__name__, template_folder=str(shipped_folder("templates")), static_folder="static")
     app.config.update(config_from_environment())
     if test_config:
         app.config.update(test_config)
