@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -69,10 +70,11 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def nginx_front(upstream_port: int, wrap: tuple[str, ...] = (), port: int | None = None):
-    """Run nginx on a free loopback port proxying to ``upstream_port``; yields (port, process)."""
+    """Run nginx on a free loopback port proxying to ``upstream_port``; yields (port, runtime folder in /dev/shm)."""
     port = port or free_port()
     config_dir = Path(tempfile.mkdtemp(prefix="privascan-nginx-conf-"))  # the config and nothing else
     runtime = Path(tempfile.mkdtemp(prefix="privascan-nginx-", dir="/dev/shm"))
+    runtime.chmod(0o755)  # started as root, nginx's workers run as nobody and must reach its temp folders
     config = config_dir / "nginx.conf"
     config.write_text(CONFIG.format(runtime=runtime, upstream=upstream_port, port=port, snippet=PROXY_SNIPPET))
     # -e: the error log nginx opens before reading its config (else its compiled-in file);
@@ -90,10 +92,16 @@ def nginx_front(upstream_port: int, wrap: tuple[str, ...] = (), port: int | None
                     process.kill()
                     raise RuntimeError(f"nginx did not start: {process.stderr.read().decode(errors='replace')[-2000:]}")
                 time.sleep(0.05)
-        yield port, process
+        yield port, runtime
     finally:
         if process.poll() is None:
-            process.terminate()  # nginx: fast shutdown; under strace, strace exits with it
+            pid_file = runtime / "nginx.pid"
+            if wrap and pid_file.exists():
+                # Under strace: stop nginx itself (strace, told to stop, would only detach), strace exits with it.
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
+            else:
+                process.terminate()  # nginx: fast shutdown
             try:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
