@@ -176,7 +176,7 @@ def _bank(extra: str) -> dict:
     import tomllib
 
     return tomllib.loads(
-        'name = "t"\n[template_sets.a]\ntemplates = ["a {}."]\n[[conditions]]\nlabel = "X"\ngroups = ["benign"]\n'
+        'name = "t"\ngroup_tags = ["benign", "malignant"]\n[rules]\nhigh_risk_groups = ["malignant"]\n[template_sets.a]\ntemplates = ["a {}."]\n[[conditions]]\nlabel = "X"\ngroups = ["benign"]\n'
         'descriptions = ["x"]\n' + extra
     )
 
