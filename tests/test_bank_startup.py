@@ -57,13 +57,10 @@ def start(tmp_path, text: str):
     )
 
 
-def test_a_valid_bank_starts(tmp_path):
-    app = start(tmp_path, GOOD_BANK)
-    try:
-        bank = app.extensions["privascan_registry"].banks["bank_file"]
-        assert [c.id for c in bank.conditions] == ["normal", "effusion"]
-    finally:
-        app.extensions["privascan_worker"].stop()
+def test_a_valid_bank_starts(tmp_path, app_factory):
+    app = app_factory.adopt(start(tmp_path, GOOD_BANK))
+    bank = app.extensions["privascan_registry"].banks["bank_file"]
+    assert [c.id for c in bank.conditions] == ["normal", "effusion"]
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from tests import degrade
-from tests.conftest import NCI_PHOTO
+from tests.helpers import NCI_PHOTO
 from tests.synthetic import SKIN_TONES, make_lesion_photo
 from webapp.cropping import square_region
 from webapp.interfaces import Box
