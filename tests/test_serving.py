@@ -33,13 +33,16 @@ FIGURES = re.compile(r"^slow_clients (?P<fields>.*)$", re.MULTILINE)
 
 
 @contextlib.contextmanager
-def real_server(**env: str):
+def real_server(*gunicorn_arguments: str, output: list | None = None, **env: str):
     """The production gunicorn on a free port (no model loaded: these tests never analyse)."""
     port = free_port()
     environment = server_environment(PRIVASCAN_LOAD_MODELS="0", **env)
-    process = subprocess.Popen(gunicorn_command(port), cwd=REPO, env=environment,
+    process = subprocess.Popen(gunicorn_command(port, *gunicorn_arguments), cwd=REPO, env=environment,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    output = OutputTail(process.stdout)
+    tail = OutputTail(process.stdout)
+    if output is not None:
+        output.append(tail)
+    output = tail
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -105,12 +108,38 @@ def test_two_hundred_slow_connections_through_nginx(capsys):
     assert int(figures["opened"]) >= 200 and int(figures["open_mean"]) >= 150
 
 
+def test_privascan_serve_listens_on_privascan_bind():
+    port = free_port()
+    env = server_environment(PRIVASCAN_LOAD_MODELS="0", PRIVASCAN_BIND=f"127.0.0.1:{port}")
+    process = subprocess.Popen([sys.executable, "-m", "webapp.cli", "serve"], cwd=REPO, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output = OutputTail(process.stdout)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                status, headers, body = answer(port, "GET", "/healthz")
+                break
+            except OSError:
+                assert process.poll() is None and time.monotonic() < deadline, output.text()[-3000:]
+                time.sleep(0.2)
+        assert status == 200 and b"alive" in body
+        assert "server" not in headers  # no banner, from gunicorn or Tornado
+        assert "webapp.server.BufferingWorker" in output.text()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
 def test_a_forged_forwarded_proto_gets_no_hsts_unless_behind_the_proxy():
     forged = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9", "X-Forwarded-Host": "evil.example"}
     with real_server(PRIVASCAN_BEHIND_PROXY="0") as port:
         status, headers, _ = answer(port, "GET", "/", forged)
         assert status == 200
         assert "strict-transport-security" not in headers
+        for path in ("//", "//evil.example/x", "/static//app.css"):  # and no redirect built from the Host header
+            status, headers, _ = answer(port, "GET", path, {"Host": "evil.example"})
+            assert not 300 <= status < 400 and "location" not in headers, (path, status, headers.get("location"))
     # The same request does earn HSTS when the operator declared a proxy: the header is what matters.
     with real_server(PRIVASCAN_BEHIND_PROXY="1") as port:
         status, headers, _ = answer(port, "GET", "/", forged)
@@ -145,6 +174,18 @@ def test_a_connection_that_never_finishes_its_headers_is_closed():
     with real_server(PRIVASCAN_HEADER_TIMEOUT="1") as port, socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and never the blank line
         assert sock.recv(1024) == b""  # closed by the server, no answer; the socket timeout (30 s) would raise
+
+
+def test_the_access_log_when_turned_on_has_one_line_per_request_in_gunicorns_format():
+    tails: list = []
+    with real_server("--access-logfile", "-", "--access-logformat", "ACCESS %(s)s %(m)s %(U)s %(M)s", output=tails) as port:
+        assert answer(port, "GET", "/nope")[0] == 404
+        assert answer(port, "GET", "/healthz")[0] == 200
+        deadline = time.monotonic() + 10
+        while "ACCESS 404 GET /nope" not in tails[0].text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert re.search(r"^ACCESS 404 GET /nope \d+$", tails[0].text(), re.MULTILINE), tails[0].text()[-2000:]
+    assert re.search(r"^ACCESS 200 GET /healthz \d+$", tails[0].text(), re.MULTILINE)
 
 
 def test_a_body_in_memory_reaches_the_app_whole():

@@ -22,14 +22,20 @@ requests with Tornado's HTTP/1.1 server on one event loop:
 ``X-Forwarded-*`` headers are not interpreted here (``xheaders`` off): the
 app trusts them through Werkzeug's ProxyFix only when
 ``PRIVASCAN_BEHIND_PROXY=1`` (``webapp/security.py``). No ``Server`` header
-and no access log line are written (as with ``webapp/gunicorn_conf.py``).
+is sent. gunicorn's access log is off in ``webapp/gunicorn_conf.py``; when an
+operator turns it on (``--access-logfile``), lines are written through
+gunicorn's own logger and format, timed from the complete request to the
+response sent (``scripts/load_test.py`` reads them).
 """
 
 from __future__ import annotations
 
+import datetime
 import io
 import logging
 import sys
+import time
+from types import SimpleNamespace
 from concurrent.futures import ThreadPoolExecutor
 
 from gunicorn.sock import ssl_context
@@ -48,10 +54,11 @@ _NO_BODY = (204, 304)
 class WholeRequestServer(httputil.HTTPServerConnectionDelegate):
     """Tornado's request delegate: one ``_Request`` per request, the WSGI app run on ``executor``."""
 
-    def __init__(self, wsgi_app, executor: ThreadPoolExecutor, max_body_bytes: int):
+    def __init__(self, wsgi_app, executor: ThreadPoolExecutor, max_body_bytes: int, access_log=None):
         self.wsgi_app = wsgi_app
         self.executor = executor
         self.max_body_bytes = max_body_bytes
+        self.access_log = access_log  # gunicorn's logger, when its access log is on
         self._environ = WSGIContainer(wsgi_app).environ  # Tornado's request -> WSGI environ mapping
 
     def start_request(self, server_conn, request_conn: httputil.HTTPConnection) -> httputil.HTTPMessageDelegate:
@@ -59,7 +66,9 @@ class WholeRequestServer(httputil.HTTPServerConnectionDelegate):
 
     async def respond(self, request: httputil.HTTPServerRequest, body: io.BytesIO, length: int) -> None:
         """Run the app on a pool thread and write its whole response."""
+        began = time.monotonic()
         environ = self._environ(request)
+        environ["RAW_URI"] = request.uri
         environ["wsgi.input"] = body
         environ["CONTENT_LENGTH"] = str(length)
         started: dict = {}
@@ -98,6 +107,10 @@ class WholeRequestServer(httputil.HTTPServerConnectionDelegate):
             request.connection.finish()
         except iostream.StreamClosedError:
             pass  # the client went away; nothing to tell it
+        if self.access_log is not None and self.access_log.access_log_enabled:
+            response = SimpleNamespace(status=code, sent=len(payload), headers=list(headers.get_all()))
+            took = datetime.timedelta(seconds=time.monotonic() - began)
+            self.access_log.access(response, list(request.headers.get_all()), environ, took)
 
 
 class _Request(httputil.HTTPMessageDelegate):
@@ -174,7 +187,7 @@ class BufferingWorker(TornadoWorker):
 
         executor = ThreadPoolExecutor(max_workers=max(1, self.cfg.threads), thread_name_prefix="privascan-web")
         server = HTTPServer(
-            WholeRequestServer(self.wsgi, executor, max_body),
+            WholeRequestServer(self.wsgi, executor, max_body, access_log=self.log),
             no_keep_alive=self.cfg.keepalive <= 0,
             xheaders=False,
             ssl_options=ssl_context(self.cfg) if self.cfg.is_ssl else None,
