@@ -44,6 +44,9 @@ http {{
     upstream privascan {{
         server 127.0.0.1:{upstream};
         keepalive 16;
+        # Under the app's PRIVASCAN_HEADER_TIMEOUT (10 s), which also closes idle connections:
+        # nginx must never reuse one the app is closing (a POST on it would fail with 502).
+        keepalive_timeout 5s;
     }}
     server {{
         listen 127.0.0.1:{port};

@@ -48,6 +48,7 @@ def test_nginx_limits_match_the_apps():
     for header in ("X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Port"):
         assert re.search(rf"proxy_set_header {header} \$", text), header  # nginx's own value, not the client's
     site = SITE.read_text()
+    assert int(directive(site, "keepalive_timeout").rstrip("s")) < defaults["HEADER_TIMEOUT"]  # upstream reuse ends first
     assert site.count("access_log off;") == 2
     assert "$host" not in site.split("server {")[1]  # the HTTP redirect goes to a fixed name, not the Host header
 

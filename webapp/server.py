@@ -89,8 +89,10 @@ class WholeRequestServer(httputil.HTTPServerConnectionDelegate):
         loop = IOLoop.current()
         try:
             await loop.run_in_executor(self.executor, run_app)
+            if not started:
+                raise RuntimeError("the WSGI application did not call start_response")
         except Exception:  # noqa: BLE001 - Flask answers its own errors; this is a bug below it
-            log.exception("the WSGI application raised")
+            log.exception("the WSGI application failed")
             started, chunks = {"status": "500 Internal Server Error", "headers": [("Content-Type", "text/plain")]}, [
                 b"Internal Server Error"]
         payload = b"".join(chunks)
