@@ -58,8 +58,13 @@ def test_the_wheel_holds_templates_static_files_prompts_and_plugin_files(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     missing = [name for name in EXPECTED_DATA if name not in names]
     assert not missing, missing
-    templates = {p.relative_to(REPO / "templates").as_posix() for p in (REPO / "templates").rglob("*.html")}
-    assert {f"webapp/templates/{name}" for name in templates} <= names  # every template, not a sample
+    # Every data file the app serves or reads, not a sample: a new template or icon cannot be forgotten.
+    shipped = {f"webapp/templates/{p.relative_to(REPO / 'templates').as_posix()}" for p in (REPO / "templates").rglob("*.html")}
+    shipped |= {f"webapp/prompts/{p.name}" for p in (REPO / "prompts").glob("*.toml")}
+    for folder in [REPO / "webapp" / "static", REPO / "webapp" / "data", *(REPO / "plugins").glob("*/templates"),
+                   *(REPO / "plugins").glob("*/static")]:
+        shipped |= {p.relative_to(REPO).as_posix() for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    assert not shipped - names, sorted(shipped - names)
     assert not any("__pycache__" in name or name.startswith("tests/") for name in names)
 
 
