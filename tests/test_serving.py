@@ -170,6 +170,24 @@ def test_an_oversized_request_is_refused_in_words_before_its_body_is_read():
     assert b"larger than the 1 MB allowed" in body  # the app's own words (webapp/errors.py)
 
 
+def test_after_a_rejection_of_an_unread_body_the_kept_alive_connection_still_answers():
+    """A 403 (no CSRF token) to an 830 KB upload, then a page on the same connection: the server read
+    the whole body before the app refused it, so the next request is not mistaken for body bytes."""
+    from tests.helpers import multipart
+
+    fields = multipart([("photos", (b"\xff" * 830_000, "big.jpg"))])
+    with real_server() as port:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        connection.request("POST", "/photos", body=fields["data"], headers={"Content-Type": fields["content_type"]})
+        refused = connection.getresponse()
+        refused.read()
+        assert refused.status == 403
+        connection.request("GET", "/healthz")
+        again = connection.getresponse()
+        assert again.status == 200 and b"alive" in again.read()
+        connection.close()
+
+
 def test_a_connection_that_never_finishes_its_headers_is_closed():
     with real_server(PRIVASCAN_HEADER_TIMEOUT="1") as port, socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and never the blank line
