@@ -59,7 +59,7 @@ class WholeRequestServer(httputil.HTTPServerConnectionDelegate):
         self.executor = executor
         self.max_body_bytes = max_body_bytes
         self.access_log = access_log  # gunicorn's logger, when its access log is on
-        self._environ = WSGIContainer(wsgi_app).environ  # Tornado's request -> WSGI environ mapping
+        self._environ = WSGIContainer(wsgi_app, executor).environ  # Tornado's request -> WSGI environ (multithread)
 
     def start_request(self, server_conn, request_conn: httputil.HTTPConnection) -> httputil.HTTPMessageDelegate:
         return _Request(self, request_conn)
