@@ -3,6 +3,7 @@ so classification and Grad-CAM both run through one quantized tower (tiny random
 
 from __future__ import annotations
 
+import copy
 import io
 import warnings
 
@@ -53,8 +54,10 @@ def int8(tiny_model_dir, bank):
 def test_every_layer_but_the_last_is_quantized_and_start_up_timed_both(int8, fp32):
     layers = int8.model.vision_model.encoder.layers
     assert all(is_quantized(layer) for layer in layers[:-1])
-    assert not is_quantized(layers[-1]) and isinstance(layers[-1].mlp.fc1, torch.nn.Linear)
-    assert not is_quantized(int8.model.vision_model.head)
+    # The last layer and the head compute in fp32 (weights stored int8, dequantized per pass).
+    assert not is_quantized(layers[-1]) and not is_quantized(int8.model.vision_model.head)
+    assert type(layers[-1].mlp.fc1).__name__ == "Int8WeightLinear"
+    assert type(int8.model.vision_model.head.mlp.fc2).__name__ == "Int8WeightLinear"
     assert not is_quantized(fp32.model.vision_model)
     fp32_s, int8_s = int8.int8_timing
     assert fp32_s > 0 and int8_s > 0
@@ -91,6 +94,29 @@ def test_int8_grad_cam_gives_a_heatmap_close_to_fp32_from_one_pass(int8, fp32, c
     np.testing.assert_allclose(quick.scores.logits, exact.scores.logits, atol=0.5)
     # No weight gradients are left behind, and nothing quantized took part in the backward.
     assert all(p.grad is None for p in int8.model.parameters())
+
+
+def test_int8_weight_linear_computes_in_fp32_and_passes_gradients_to_its_input():
+    from plugins.medsiglip.classifier import store_linear_weights_int8
+
+    torch.manual_seed(0)
+    reference = torch.nn.Sequential(torch.nn.Linear(64, 48), torch.nn.GELU(), torch.nn.Linear(48, 16))
+    stored = copy.deepcopy(reference)
+    store_linear_weights_int8(stored)
+    assert [type(m).__name__ for m in stored] == ["Int8WeightLinear", "GELU", "Int8WeightLinear"]
+    assert stored[0].weight_int8.dtype == torch.int8 and stored[0].weight.dtype == torch.float32
+    # Each weight within half a step of its row's scale.
+    step = stored[0].weight_scale
+    assert torch.all((stored[0].weight - reference[0].weight).abs() <= step / 2 + 1e-7)
+    x = torch.randn(5, 64, requires_grad=True)
+    y = torch.randn(5, 64, requires_grad=True)
+    with torch.no_grad():
+        y.copy_(x)
+    reference(x).sum().backward()
+    stored(y).sum().backward()
+    assert y.grad is not None
+    cosine = torch.nn.functional.cosine_similarity(x.grad.flatten(), y.grad.flatten(), dim=0)
+    assert cosine > 0.999
 
 
 def test_int8_copy_leaves_the_original_in_fp32(fp32, crop, bank):

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Sequence
 
 from PIL import Image
 
-from webapp.cropping import pad_to_square
 from webapp.embedding_cache import EmbeddingCache
 from webapp.memory import drop_file_pages, file_mapped_ranges, release_freed_memory
 from webapp.interfaces import ModelUnavailable, PromptBank, Scores, TemplateSet
@@ -78,14 +77,17 @@ def pick_device() -> str:
 
 
 def quantize_frozen_layers(vision_model):
-    """Put every encoder layer but the last in dynamic int8 (Linear weights), in place; returns the model.
+    """PRIVASCAN_INT8, in place: every encoder layer but the last in dynamic int8; returns the model.
 
-    The last layer, the post-layernorm and the pooling head stay fp32: Grad-CAM
-    hooks the last layer and back-propagates from the logits to it, and
-    quantized Linear layers have no backward. The frozen layers need none
-    (nothing before the last layer requires a gradient), so classification
-    and the heatmap both run through this one tower. CPU only (torch.ao's
-    dynamic quantization has no CUDA kernels).
+    The frozen layers need no gradient (nothing before the last layer
+    requires one), so they run torch.ao's dynamic int8 Linear kernels. The
+    last layer, the post-layernorm and the pooling head compute in fp32,
+    because Grad-CAM hooks the last layer and back-propagates from the
+    logits to it and quantized kernels have no backward; their Linear
+    weights are only *stored* in int8 (``Int8WeightLinear``: dequantized to
+    fp32 for each pass), which saves 76 MB at MedSigLIP's size. So
+    classification and the heatmap both run through this one tower. CPU only
+    (torch.ao's dynamic quantization has no CUDA kernels).
     """
     import warnings
 
@@ -96,7 +98,63 @@ def quantize_frozen_layers(vision_model):
         warnings.simplefilter("ignore")  # torch.ao's deprecation notice; the API still works in 2.14
         for index in range(len(layers) - 1):
             layers[index] = torch.ao.quantization.quantize_dynamic(layers[index], {torch.nn.Linear}, dtype=torch.qint8)
+    store_linear_weights_int8(layers[-1])
+    head = getattr(vision_model, "head", None)
+    if head is not None and getattr(head, "mlp", None) is not None:
+        store_linear_weights_int8(head.mlp)  # the head's attention keeps fp32 in_proj weights (nn.MultiheadAttention)
     return vision_model
+
+
+def store_linear_weights_int8(module) -> None:
+    """Replace every ``nn.Linear`` under ``module`` by an ``Int8WeightLinear`` (fp32 compute, int8 storage)."""
+    import torch
+
+    kind = _int8_weight_linear()
+    for name, child in list(module.named_children()):
+        if type(child) is torch.nn.Linear:
+            setattr(module, name, kind(child))
+        else:
+            store_linear_weights_int8(child)
+
+
+_INT8_WEIGHT_LINEAR = None
+
+
+def _int8_weight_linear():
+    """The ``Int8WeightLinear`` class (made on first use: importing this module must not import torch)."""
+    global _INT8_WEIGHT_LINEAR
+    if _INT8_WEIGHT_LINEAR is not None:
+        return _INT8_WEIGHT_LINEAR
+    import torch
+    import torch.nn.functional as F
+
+    class Int8WeightLinear(torch.nn.Module):
+        """A Linear whose weight is kept in int8 (symmetric, one scale per output row) and computed in fp32.
+
+        Each pass dequantizes the weight, so autograd carries gradients to
+        the input exactly as through an fp32 Linear with those weights; only
+        the weight's rounding (at most half a step of its row's scale) differs.
+        """
+
+        def __init__(self, linear: torch.nn.Linear):
+            super().__init__()
+            weight = linear.weight.detach().float()
+            scale = (weight.abs().amax(dim=1, keepdim=True) / 127).clamp(min=torch.finfo(torch.float32).tiny)
+            self.in_features, self.out_features = linear.in_features, linear.out_features
+            self.register_buffer("weight_int8", torch.round(weight / scale).clamp(-127, 127).to(torch.int8))
+            self.register_buffer("weight_scale", scale)
+            bias = linear.bias
+            self.bias = None if bias is None else torch.nn.Parameter(bias.detach().clone(), requires_grad=False)
+
+        @property
+        def weight(self) -> torch.Tensor:
+            return self.weight_int8.float() * self.weight_scale
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return F.linear(x, self.weight.to(x.dtype), self.bias)
+
+    _INT8_WEIGHT_LINEAR = Int8WeightLinear
+    return Int8WeightLinear
 
 
 def half_precision(device: str | None, enabled: bool = True):
@@ -118,6 +176,7 @@ def half_precision(device: str | None, enabled: bool = True):
 
 
 def is_quantized(vision_model) -> bool:
+    """Whether any part runs dynamic int8 kernels (the frozen layers in PRIVASCAN_INT8 mode)."""
     return any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in vision_model.modules())
 
 
@@ -813,10 +872,16 @@ class MedSigLIPClassifier:
         self._require_loaded()
         import torch
 
-        # Pad to square first (Google's serving code); the processor then resizes to 448 with
-        # bilinear interpolation and maps [0, 255] to (-1, 1). The core already sends 448 squares.
-        squares = [pad_to_square(crop) for crop in crops]
-        batch = self.processor.image_processor(images=squares, return_tensors="pt")["pixel_values"]
+        # The core cuts every crop as a padded square (webapp.cropping.square_crop, as
+        # Google's serving code pads); the processor would stretch anything else when it
+        # resizes to 448 (bilinear) and maps [0, 255] to (-1, 1), so refuse it instead.
+        for crop in crops:
+            if crop.width != crop.height:
+                raise ValueError(
+                    f"MedSigLIP scores square crops; got {crop.width}x{crop.height}. "
+                    "Cut it with webapp.cropping.square_crop first."
+                )
+        batch = self.processor.image_processor(images=list(crops), return_tensors="pt")["pixel_values"]
         return batch.to(self.device, dtype=torch.float32)
 
     def logits_from_image_features(
