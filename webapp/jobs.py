@@ -91,9 +91,13 @@ def settle_overdue(data: SessionData | None) -> None:
     """
     if data is None:
         return
+    waiting = [photo for photo in data.photos.values() if photo.state in ("queued", "running")]
+    if not waiting:
+        return
     store = current_app.extensions["privascan_store"]
-    for photo in data.photos.values():
-        if photo.state in ("queued", "running") and _worker().overdue(photo_job_key(data.id, photo.id)):
+    late = _worker().overdue_keys([photo_job_key(data.id, photo.id) for photo in waiting])  # one round trip
+    for photo in waiting:
+        if photo_job_key(data.id, photo.id) in late:
             failed = {"state": "error", "stage": "", "error": OVERDUE}
             if store.update_photo(data.id, photo.id, secret=data.secret, if_state=photo.state, **failed):
                 _set(photo, failed)

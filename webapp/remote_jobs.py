@@ -307,8 +307,18 @@ class RemoteWorker:
 
     def overdue(self, key: Hashable) -> bool:
         """Whether the photo job with this key started and is past its deadline (its worker never came back)."""
-        deadline = self.client.zscore(RUNNING_KEY, self.member(key))
-        return deadline is not None and deadline < redis_now(self.client)
+        return key in self.overdue_keys([key])
+
+    def overdue_keys(self, keys: list) -> set:
+        """Those of ``keys`` whose job started and is past its deadline; one round trip for a whole timeline."""
+        if not keys:
+            return set()
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.time()
+            pipe.zmscore(RUNNING_KEY, [self.member(key) for key in keys])
+            (seconds, microseconds), deadlines = pipe.execute()
+        now = seconds + microseconds / 1e6
+        return {key for key, deadline in zip(keys, deadlines) if deadline is not None and deadline < now}
 
     def stop(self, timeout: float = 5.0) -> None:
         pass

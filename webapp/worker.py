@@ -116,6 +116,9 @@ class InferenceWorker:
         """
         return False
 
+    def overdue_keys(self, keys: list) -> set:
+        return set()
+
     def stop(self, timeout: float = 5.0) -> None:
         if self._thread is not None:
             self._queue.put(None)
