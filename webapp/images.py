@@ -30,6 +30,9 @@ FORMAT_NAMES = "JPEG, PNG, WebP or HEIC"
 EXIF_DATETIME_ORIGINAL = 0x9003
 EXIF_IFD = 0x8769
 MIN_ANALYSABLE_SIDE = 64
+# A capture date before digital photos were common, or after tomorrow (time
+# zones), is a wrong camera clock or a forged tag: the file date is used instead.
+EARLIEST_PLAUSIBLE_DATE = dt.date(1990, 1, 1)
 # Pillow's own opener, taken before anything can replace it: importing
 # ultralytics (the YOLO detector) swaps ``Image.open`` process-wide for a
 # wrapper that, on a file Pillow cannot identify, tries to install and load a
@@ -103,13 +106,20 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def plausible_date(day: dt.date | None) -> dt.date | None:
+    """``day`` if a photo could have been taken then (1990 to tomorrow), else None."""
+    if day is None or not EARLIEST_PLAUSIBLE_DATE <= day <= dt.date.today() + dt.timedelta(days=1):
+        return None
+    return day
+
+
 def _capture_date(image: Image.Image) -> dt.date | None:
     try:
         exif = image.getexif()
         value = exif.get_ifd(EXIF_IFD).get(EXIF_DATETIME_ORIGINAL) or exif.get(0x0132)
         if not value:
             return None
-        return dt.datetime.strptime(str(value).strip()[:19], "%Y:%m:%d %H:%M:%S").date()
+        return plausible_date(dt.datetime.strptime(str(value).strip()[:19], "%Y:%m:%d %H:%M:%S").date())
     except Exception:
         # A malformed date is not a reason to reject the photo.
         return None

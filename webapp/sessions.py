@@ -224,6 +224,18 @@ def csrf_token() -> str:
     return token
 
 
+def tokens_match(expected: str | None, sent: str | None) -> bool:
+    """A constant-time comparison that never raises.
+
+    ``hmac.compare_digest`` raises TypeError for a str that is not ASCII (a
+    header ``X-CSRF-Token: é``): a token we issued is always ASCII, so
+    anything else is simply a wrong token (403), never a 500.
+    """
+    if not expected or not isinstance(sent, str) or not sent.isascii() or not expected.isascii():
+        return False
+    return hmac.compare_digest(expected.encode("ascii"), sent.encode("ascii"))
+
+
 def _check_csrf() -> None:
     if request.method in SAFE_METHODS or current_app.config.get("CSRF_DISABLED"):
         return
@@ -231,7 +243,7 @@ def _check_csrf() -> None:
         return
     expected = session.get("csrf")
     sent = request.headers.get(CSRF_HEADER) or request.form.get("csrf_token", "")
-    if not expected or not hmac.compare_digest(expected, sent):
+    if not tokens_match(expected, sent):
         if g.get("session_ended"):
             abort(410, description="Your session had ended, so this page was out of date. It has been refreshed: please try again.")
         abort(403, description="This page was out of date (its security token did not match). Please reload the page and try again.")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import unicodedata
 
 from flask import Blueprint, Response, abort, current_app, g, request, session
 
 from ..jobs import NotReady, QueueFull, queue_analysis, queue_extra_heatmap
-from ..images import ImageRejected, encode_jpeg, open_clean, safe_decode
+from ..images import ImageRejected, encode_jpeg, open_clean, plausible_date, safe_decode
 from ..render import boxed_photo_jpeg
 from ..sessions import current_data, get_store
 from ..store import Photo, StoreFull
@@ -28,10 +29,23 @@ def _photo_or_404(photo_id: str) -> Photo:
     return photo
 
 
+# Unicode categories that draw nothing themselves but change what is shown:
+# controls (NUL, escape, newlines), format characters (the bidi overrides and
+# isolates U+202A-202E and U+2066-2069 that make "gpj.exe" read "exe.jpg",
+# zero-width characters), surrogates, private use and unassigned code points.
+HIDDEN_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn"}
+
+
 def display_name(filename: str | None, index: int) -> str:
-    """A name for the card: the browser's filename trimmed; Jinja escapes it, nothing else uses it."""
-    name = (filename or "").replace("\\", "/").rsplit("/", 1)[-1].strip()
-    return name[:80] or f"Photo {index}"
+    """A name for the card: the browser's filename without hidden characters, trimmed.
+
+    Jinja escapes it; reports and exports show it too, so what is stored is
+    exactly what a person sees.
+    """
+    name = (filename or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(" " if unicodedata.category(c) in ("Zl", "Zp") else c for c in name
+                   if unicodedata.category(c) not in HIDDEN_CATEGORIES)
+    return " ".join(name.split())[:80] or f"Photo {index}"
 
 
 def _capture_date(exif_date: dt.date | None, last_modified_ms: str) -> tuple[dt.date, str]:
@@ -39,8 +53,9 @@ def _capture_date(exif_date: dt.date | None, last_modified_ms: str) -> tuple[dt.
         return exif_date, "photo metadata"
     try:
         stamp = int(last_modified_ms) / 1000
-        if stamp > 0:
-            return dt.datetime.fromtimestamp(stamp).date(), "file date"
+        file_date = plausible_date(dt.datetime.fromtimestamp(stamp).date()) if stamp > 0 else None
+        if file_date is not None:
+            return file_date, "file date"
     except (ValueError, OverflowError, OSError):
         pass
     return dt.date.today(), "upload day"
