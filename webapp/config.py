@@ -68,6 +68,11 @@ def config_from_environment() -> dict:
         "MAX_CONTENT_LENGTH": int(_number("PRIVASCAN_MAX_REQUEST_MB", 64) * 1024 * 1024),
         "MAX_FORM_PARTS": int(_number("PRIVASCAN_MAX_FORM_PARTS", 100)),
         "MAX_IMAGE_PIXELS": int(_number("PRIVASCAN_MAX_IMAGE_MEGAPIXELS", 50) * 1_000_000),
+        # Decoding (webapp/decoding.py): decodes at once, their estimated memory together, and how
+        # long a request may wait for its turn before it is told the server is busy.
+        "DECODE_SLOTS": int(_number("PRIVASCAN_DECODE_SLOTS", 2)),
+        "DECODE_MEMORY_BYTES": int(_number("PRIVASCAN_DECODE_MB", 600) * 1024 * 1024),
+        "DECODE_WAIT_SECONDS": _number("PRIVASCAN_DECODE_WAIT_SECONDS", 30),
         "QUEUE_SIZE": int(_number("PRIVASCAN_QUEUE_SIZE", 16)),
         # Seconds the JSON API waits for its analysis before answering 503 (the job is then cancelled).
         "API_TIMEOUT": _number("PRIVASCAN_API_TIMEOUT", 600),

@@ -8,7 +8,9 @@ import json
 from flask import Blueprint, abort, current_app, request
 
 from ..jobs import NotReady, QueueFull, WorkerTimeout, analyse_once
-from ..images import ImageRejected, safe_decode
+from ..decoding import decoding
+from ..images import ImageRejected
+from ..store import StoreFull
 from ..gate_fields import gate_fields
 from ..pipeline import read
 from ..fhir_export import ReportItem, export_bundle
@@ -30,21 +32,28 @@ def analyze():
     if len(raw) > max_bytes:
         abort(413, description=f"The image is larger than the {max_bytes // (1024 * 1024)} MB allowed.")
     try:
-        decoded = safe_decode(raw, current_app.config["MAX_IMAGE_PIXELS"])
-    except ImageRejected as exc:
+        with decoding(raw, None, current_app.config["MAX_IMAGE_PIXELS"]) as decoded:
+            image = decoded.image
+            del decoded
+    except (ImageRejected, StoreFull) as exc:
         abort(exc.status, description=exc.message)
     del raw
     explain = request.args.get("explain") in {"1", "true", "yes"}
     as_fhir = request.args.get("fhir") in {"1", "true", "yes"}
     anyway = request.args.get("analyse_anyway") in {"1", "true", "yes"}
+    store = current_app.extensions["privascan_store"]
     try:
-        clinical_app, result = analyse_once(
-            decoded.image, settings, explain, float(current_app.config["API_TIMEOUT"]), analyse_anyway=anyway
-        )
+        # The image waits in the queue: its pixels count in the server's memory cap until the answer.
+        with store.reserve(None, image.width * image.height * 4, "Analysing this image"):
+            clinical_app, result = analyse_once(
+                image, settings, explain, float(current_app.config["API_TIMEOUT"]), analyse_anyway=anyway
+            )
     except (NotReady, QueueFull, WorkerTimeout) as exc:
         abort(503, description=exc.message)
+    except StoreFull as exc:
+        abort(exc.status, description=exc.message)
     finally:
-        del decoded  # the image lives on only inside the job, which drops it
+        del image  # the image lives on only inside the job, which drops it
     if as_fhir:
         return fhir_json(clinical_app, result)
     return result_json(clinical_app, result, explain)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import secrets
 import unicodedata
 
 from flask import Blueprint, Response, abort, current_app, g, request, session
 
 from ..jobs import NotReady, QueueFull, queue_analysis, queue_extra_heatmap
-from ..images import ImageRejected, encode_jpeg, open_clean, plausible_date, safe_decode
+from ..decoding import decoding
+from ..images import WORKING_MAX_SIDE, ImageRejected, encode_jpeg, open_clean, plausible_date
 from ..render import boxed_photo_jpeg
 from ..sessions import current_data, get_store
 from ..store import Photo, StoreFull
@@ -17,7 +19,7 @@ from .common import render, settings, use_adapter
 
 bp = Blueprint("photos", __name__)
 
-STORED_MAX_SIDE = 3072  # enough detail for a small lesion, bounded memory per photo
+STORED_MAX_SIDE = WORKING_MAX_SIDE  # enough detail for a small lesion, bounded memory per photo (images.py says why)
 THUMBNAIL_SIDE = 360
 
 
@@ -79,38 +81,40 @@ def upload():
     for index, upload in enumerate(files):
         name = display_name(upload.filename, len(data.photos) + 1)
         raw = upload.read(max_bytes + 1)
+        source_digest = hashlib.sha256(raw).hexdigest()
         try:
             if len(raw) > max_bytes:
                 raise ImageRejected(f"it is larger than the {max_bytes // (1024 * 1024)} MB allowed per photo.", 413)
-            decoded = safe_decode(raw, current_app.config["MAX_IMAGE_PIXELS"])
-        except ImageRejected as exc:
+            if store.find_duplicate(data, source_digest):  # the same file again: known before decoding it
+                messages.append(("info", f"“{name}” is already in this session, so it was skipped."))
+                continue
+            with decoding(raw, data, current_app.config["MAX_IMAGE_PIXELS"], STORED_MAX_SIDE) as decoded:
+                del raw  # the decoded pixels replace the upload's bytes
+                if store.find_duplicate(data, decoded.digest):  # the same pixels in another file
+                    messages.append(("info", f"“{name}” is already in this session, so it was skipped."))
+                    continue
+                image = decoded.image
+                taken_on, source = _capture_date(decoded.taken_on, last_modified[index] if index < len(last_modified) else "")
+                photo = Photo(
+                    id=secrets.token_urlsafe(9),
+                    digest=decoded.digest,
+                    source_digest=source_digest,
+                    name=name,
+                    jpeg=encode_jpeg(image, quality=92, max_side=STORED_MAX_SIDE),
+                    thumbnail=encode_jpeg(image, quality=80, max_side=THUMBNAIL_SIDE),
+                    width=image.width,
+                    height=image.height,
+                    taken_on=taken_on,
+                    date_source=source,
+                )
+                del image, decoded
+            store.add_photo(data, photo)
+        except (ImageRejected, StoreFull) as exc:
             messages.append(("error", f"“{name}” was not added: {exc.message[0].lower() + exc.message[1:]}"))
             failures.append(exc.status)
             continue
         finally:
-            del raw
-        if store.find_duplicate(data, decoded.digest):
-            messages.append(("info", f"“{name}” is already in this session, so it was skipped."))
-            continue
-        taken_on, source = _capture_date(decoded.taken_on, last_modified[index] if index < len(last_modified) else "")
-        image = decoded.image
-        photo = Photo(
-            id=secrets.token_urlsafe(9),
-            digest=decoded.digest,
-            name=name,
-            jpeg=encode_jpeg(image, quality=92, max_side=STORED_MAX_SIDE),
-            thumbnail=encode_jpeg(image, quality=80, max_side=THUMBNAIL_SIDE),
-            width=image.width,
-            height=image.height,
-            taken_on=taken_on,
-            date_source=source,
-        )
-        try:
-            store.add_photo(data, photo)
-        except StoreFull as exc:
-            messages.append(("error", f"“{name}” was not added: {exc.message}"))
-            failures.append(exc.status)
-            continue
+            raw = None
         added += 1
     if added:
         messages.insert(0, ("success", f"Added {added} photo{'s' if added != 1 else ''}."))
@@ -186,9 +190,9 @@ def analyze_all():
             queued += 1
     except NotReady as exc:
         abort(409, description=exc.message)
-    except QueueFull as exc:
+    except (QueueFull, StoreFull) as exc:
         if not queued:
-            abort(503, description=exc.message)
+            abort(getattr(exc, "status", 503), description=exc.message)
         return render("partials/timeline.html", [("info", f"Queued {queued} photos; {exc.message}")])
     return render("partials/timeline.html", [("success", f"Queued {queued} photo{'s' if queued != 1 else ''} for analysis.")])
 
