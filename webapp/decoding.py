@@ -24,6 +24,7 @@ import threading
 
 from flask import Flask, current_app
 
+from .memory import release_freed_memory
 from .images import WORKING_MAX_SIDE, DecodedPhoto, ImageRejected, decode_photo, open_photo
 from .store import SessionData, StoreFull
 
@@ -84,6 +85,12 @@ def decoding(data: bytes, session: SessionData | None, max_pixels: int, max_side
     opened = open_photo(data, max_pixels, max_side)
     store = current_app.extensions["privascan_store"]
     gate: DecodeGate = current_app.extensions["privascan_decode_gate"]
-    with store.reserve(session, opened.cost_bytes), gate.admitted(opened.cost_bytes):
-        decoded: DecodedPhoto = decode_photo(opened)
-        yield decoded
+    try:
+        with store.reserve(session, opened.cost_bytes), gate.admitted(opened.cost_bytes):
+            decoded: DecodedPhoto = decode_photo(opened)
+            yield decoded
+            del decoded
+    finally:
+        # The decoder's large buffers are freed by now; glibc would keep their pages in this
+        # thread's heap arena, so the process would stay at its peak long after the decode.
+        release_freed_memory()
