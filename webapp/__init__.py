@@ -32,7 +32,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     # turns the warning in between into an error.
     Image.MAX_IMAGE_PIXELS = app.config["MAX_IMAGE_PIXELS"]
 
-    from . import decoding, errors, jobs, metrics, plugin_assets, security, sessions, unread_body
+    from . import decoding, errors, jobs, metrics, plugin_assets, rate_limit, security, sessions, unread_body
     from .adapter import install_adapter
     from .bank_overrides import apply_bank_overrides
     from .plugins import build_registry, make_plugin_manager
@@ -43,6 +43,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         _connect_redis_or_exit(app)
 
     Htmx(app)
+    rate_limit.init_app(app)  # first: a client over its limit is answered before anything else runs
     sessions.init_app(app)  # after Htmx: it installs the in-memory request class
     security.init_app(app)
     errors.init_app(app)
@@ -68,6 +69,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(lesions.bp)
     app.register_blueprint(reports.bp)
     results.init_context(app)
+    rate_limit.limit_image_endpoints(app)
 
     # Scale-out mode: web replicas load no model (the workers do; `privascan worker` sets ROLE).
     web_replica_of_fleet = app.config.get("REDIS_URL") and app.config.get("ROLE") != "worker"

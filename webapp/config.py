@@ -90,6 +90,10 @@ def config_from_environment() -> dict:
         "LIVE_LOG_LIMIT": int(_number("PRIVASCAN_LIVE_LOG_LIMIT", 500)),  # alerts kept per session
         # Cosine similarity of two crops' image embeddings from which "same lesion?" is asked (docs/lesions.md).
         "SAME_LESION_SIMILARITY": _number("PRIVASCAN_SAME_LESION_SIMILARITY", 0.90),
+        # Per client address (webapp/rate_limit.py): every request, and those that decode or analyse an image.
+        "RATE_LIMIT_ENABLED": _flag("PRIVASCAN_RATE_LIMIT_ENABLED", True),
+        "RATE_LIMIT": os.environ.get("PRIVASCAN_RATE_LIMIT", "100 per second;6000 per minute"),
+        "RATE_LIMIT_UPLOADS": os.environ.get("PRIVASCAN_RATE_LIMIT_UPLOADS", "60 per minute"),
         "FRAME_ANCESTORS": os.environ.get("PRIVASCAN_FRAME_ANCESTORS", "'none'"),
         "SESSION_COOKIE_SECURE": _flag("PRIVASCAN_SECURE_COOKIE", True),
         # Behind a TLS-terminating reverse proxy: trust its X-Forwarded-* headers.
