@@ -32,7 +32,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     # turns the warning in between into an error.
     Image.MAX_IMAGE_PIXELS = app.config["MAX_IMAGE_PIXELS"]
 
-    from . import decoding, errors, jobs, metrics, plugin_assets, rate_limit, security, sessions, unread_body
+    from . import api_access, decoding, errors, jobs, metrics, plugin_assets, rate_limit, security, sessions, unread_body
     from .adapter import install_adapter
     from .bank_overrides import apply_bank_overrides
     from .plugins import build_registry, make_plugin_manager
@@ -49,6 +49,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     errors.init_app(app)
     unread_body.init_app(app)
     decoding.init_app(app)
+    api_access.init_app(app)
 
     pm = make_plugin_manager(app.config)
     registry = build_registry(pm, app.config)

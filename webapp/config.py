@@ -24,6 +24,12 @@ def _number(name: str, default: float) -> float:
     return float(value) if value not in (None, "") else default
 
 
+def _api_key_hashes() -> tuple[bytes, ...]:
+    from .api_access import key_hashes
+
+    return key_hashes(os.environ.get("PRIVASCAN_API_KEYS"))
+
+
 def config_from_environment() -> dict:
     """Read the operator's settings; called by create_app() before test_config applies."""
     allow = os.environ.get("PRIVASCAN_PLUGINS")
@@ -94,6 +100,8 @@ def config_from_environment() -> dict:
         "RATE_LIMIT_ENABLED": _flag("PRIVASCAN_RATE_LIMIT_ENABLED", True),
         "RATE_LIMIT": os.environ.get("PRIVASCAN_RATE_LIMIT", "100 per second;6000 per minute"),
         "RATE_LIMIT_UPLOADS": os.environ.get("PRIVASCAN_RATE_LIMIT_UPLOADS", "60 per minute"),
+        # PRIVASCAN_API_KEYS, comma-separated: only their SHA-256 is kept (webapp/api_access.py).
+        "API_KEY_HASHES": _api_key_hashes(),
         "FRAME_ANCESTORS": os.environ.get("PRIVASCAN_FRAME_ANCESTORS", "'none'"),
         "SESSION_COOKIE_SECURE": _flag("PRIVASCAN_SECURE_COOKIE", True),
         # Behind a TLS-terminating reverse proxy: trust its X-Forwarded-* headers.

@@ -55,6 +55,8 @@ class DecodedPhoto:
     source_format: str
     digest: str  # sha256 of the pixels, for duplicate detection
     taken_on: dt.date | None  # EXIF DateTimeOriginal, if the photo has one
+    # Width, height of the photo as sent, after its EXIF rotation (``image`` may be smaller: WORKING_MAX_SIDE).
+    original_size: tuple[int, int] | None = None
 
 
 # The longest side any stage works on: photos are stored at most this size
@@ -196,7 +198,9 @@ def decode_photo(opened: OpenedPhoto) -> DecodedPhoto:
     del rgb
     clean = Image.frombytes("RGB", size, pixels)
     digest = hashlib.sha256(pixels).hexdigest()
-    return DecodedPhoto(clean, opened.source_format, digest, taken_on)
+    width, height = opened.file_size
+    original = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+    return DecodedPhoto(clean, opened.source_format, digest, taken_on, original)
 
 
 def safe_decode(data: bytes, max_pixels: int, max_side: int = WORKING_MAX_SIDE) -> DecodedPhoto:

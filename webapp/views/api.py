@@ -33,7 +33,7 @@ def analyze():
         abort(413, description=f"The image is larger than the {max_bytes // (1024 * 1024)} MB allowed.")
     try:
         with decoding(raw, None, current_app.config["MAX_IMAGE_PIXELS"]) as decoded:
-            image = decoded.image
+            image, original_size = decoded.image, decoded.original_size
             del decoded
     except (ImageRejected, StoreFull) as exc:
         abort(exc.status, description=exc.message)
@@ -56,7 +56,15 @@ def analyze():
         del image  # the image lives on only inside the job, which drops it
     if as_fhir:
         return fhir_json(clinical_app, result)
-    return result_json(clinical_app, result, explain)
+    return result_json(clinical_app, result, explain, original_size)
+
+
+@bp.get("/openapi.json")
+def openapi():
+    """This API as an OpenAPI 3.1 document (webapp/openapi.py)."""
+    from ..openapi import openapi_document
+
+    return openapi_document(keys_required=bool(current_app.config.get("API_KEY_HASHES")))
 
 
 def fhir_json(clinical_app, result):
@@ -94,12 +102,23 @@ def _settings_from_query() -> dict:
     return settings
 
 
-def result_json(clinical_app, result, explain: bool) -> dict:
+def _in_original_pixels(box: list[int], analysed: tuple[int, int], original: tuple[int, int]) -> list[int]:
+    """A box found on the image shrunk to WORKING_MAX_SIDE, in the pixels of the image as sent."""
+    sx, sy = original[0] / analysed[0], original[1] / analysed[1]
+    x0, y0, x1, y1 = box
+    return [round(x0 * sx), round(y0 * sy), round(x1 * sx), round(y1 * sy)]
+
+
+def result_json(clinical_app, result, explain: bool, original_size: tuple[int, int] | None = None) -> dict:
+    size = tuple(original_size or result.image_size)
+    box = result.detection.box.as_list() if result.detection else None
+    if box is not None and size != tuple(result.image_size):
+        box = _in_original_pixels(box, result.image_size, size)
     body = {
         "app": clinical_app.name,
         "template_set": result.template_set_id,
-        "image_size": list(result.image_size),
-        "lesion_box": result.detection.box.as_list() if result.detection else None,
+        "image_size": list(size),
+        "lesion_box": box,
         "localizer": result.detection.method if result.detection else None,
         "notes": result.notes,
         # Which scorer answered: the clinic's adapter ({id, method, conditions, fitted_at, template_set}) or null (zero-shot).
