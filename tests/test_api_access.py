@@ -148,19 +148,14 @@ def test_with_keys_configured_the_api_needs_one(app_factory):
     assert client.get("/").status_code == 200
 
 
-def test_keys_are_hashed_at_start_up_and_never_kept(monkeypatch, tiny_model_dir):
-    from tests.helpers import make_app
-
+def test_keys_are_hashed_at_start_up_and_never_kept(monkeypatch, app_factory):
     monkeypatch.setenv("PRIVASCAN_API_KEYS", "s3cret-alpha,s3cret-beta")
-    app = make_app(tiny_model_dir, LOAD_MODELS_AT_START=False)
-    try:
-        assert len(app.config["API_KEY_HASHES"]) == 2
-        assert "s3cret" not in repr(dict(app.config))
-        client = app.test_client()
-        assert analyze(client, b"").status_code == 401
-        assert analyze(client, b"", headers={"Authorization": "Bearer s3cret-beta"}).status_code == 400
-    finally:
-        app.extensions["privascan_worker"].stop()
+    app = app_factory(LOAD_MODELS_AT_START=False)  # the keys come from the environment, as in production
+    assert len(app.config["API_KEY_HASHES"]) == 2
+    assert "s3cret" not in repr(dict(app.config))
+    client = app.test_client()
+    assert analyze(client, b"").status_code == 401
+    assert analyze(client, b"", headers={"Authorization": "Bearer s3cret-beta"}).status_code == 400
 
 
 def test_the_lesion_box_is_in_the_pixels_of_the_image_as_sent(api_app):

@@ -59,14 +59,10 @@ def test_a_planted_session_id_never_sees_the_victims_photos(app_factory):
     fixation(app_factory(LOAD_MODELS_AT_START=False))
 
 
-def test_a_planted_session_id_never_sees_the_victims_photos_in_scale_out_mode(tiny_model_dir, redis_url):
+def test_a_planted_session_id_never_sees_the_victims_photos_in_scale_out_mode(app_factory, tiny_model_dir, redis_url):
     from tests.test_redis_mode import redis_app
 
-    app = redis_app(tiny_model_dir, redis_url)
-    try:
-        fixation(app)
-    finally:
-        app.extensions["privascan_worker"].stop() if "privascan_worker" in app.extensions else None
+    fixation(app_factory.adopt(redis_app(tiny_model_dir, redis_url)))
 
 
 def test_starting_a_live_scan_also_gives_a_new_session_id(app_factory):

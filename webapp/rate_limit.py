@@ -24,7 +24,7 @@ from flask_limiter.util import get_remote_address
 TOO_MANY = ("Too many requests from your address in a short time, so this one was not handled. "
             "Please wait a moment and try again.")
 # Endpoints that decode or analyse an image: the expensive ones.
-IMAGE_ENDPOINTS = ("photos.upload", "api.analyze")
+IMAGE_ENDPOINTS = ("photos.upload", "api.analyse")
 
 
 def init_app(app: Flask) -> None:
