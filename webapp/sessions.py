@@ -266,8 +266,9 @@ def _csrf_seed() -> str:
 
 def _token_for(seed: str) -> str:
     """The page's token: an HMAC of the seed under the app's secret (shared by every replica)."""
-    mac = hmac.new(current_app.secret_key.encode() if isinstance(current_app.secret_key, str) else current_app.secret_key,
-                   b"privascan csrf v1:" + seed.encode("ascii"), hashlib.sha256).digest()
+    secret = current_app.secret_key
+    secret = secret.encode() if isinstance(secret, str) else secret
+    mac = hmac.new(secret, b"privascan csrf v1:" + seed.encode("ascii"), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(mac).decode("ascii").rstrip("=")
 
 
