@@ -25,6 +25,7 @@ def case_line(report: str, name: str) -> dict[str, str]:
     return dict(item.split("=", 1) for item in line.split())
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_huge_photos_are_decoded_within_bounds_or_refused_in_words():
     done = subprocess.run([sys.executable, str(SCRIPT), "--uploads", "4"], cwd=REPO, capture_output=True, text=True,

@@ -15,6 +15,7 @@ from PIL import Image
 
 from .config import config_from_environment
 from .hookspecs import hookimpl
+from .resources import shipped_folder
 
 __all__ = ["create_app", "hookimpl"]
 
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def create_app(test_config: dict | None = None) -> Flask:
-    app = Flask(__name__, template_folder="../templates", static_folder="static")
+    app = Flask(__name__, template_folder=str(shipped_folder("templates")), static_folder="static")
     app.config.update(config_from_environment())
     if test_config:
         app.config.update(test_config)
@@ -32,20 +33,25 @@ def create_app(test_config: dict | None = None) -> Flask:
     # turns the warning in between into an error.
     Image.MAX_IMAGE_PIXELS = app.config["MAX_IMAGE_PIXELS"]
 
-    from . import api_access, decoding, errors, jobs, metrics, plugin_assets, rate_limit, security, sessions, unread_body
+    from . import (
+        api_access, decoding, errors, jobs, metrics, plugin_assets, rate_limit, security, sessions, static_assets,
+        unread_body,
+    )
     from .adapter import install_adapter
     from .bank_overrides import apply_bank_overrides
     from .plugins import build_registry, make_plugin_manager
     from .models import ModelManager
-    from .views import api, lesions, live, pages, photos, reports, results
+    from .views import api, health, lesions, live, pages, photos, reports, results
 
     if app.config.get("REDIS_URL"):
         _connect_redis_or_exit(app)
 
     Htmx(app)
-    rate_limit.init_app(app)  # first: a client over its limit is answered before anything else runs
+    health.init_app(app)  # before sessions: /healthz and /readyz never create one
+    rate_limit.init_app(app)  # next: a client over its limit is answered before anything else runs
     sessions.init_app(app)  # after Htmx: it installs the in-memory request class
     security.init_app(app)
+    static_assets.init_app(app)  # ?v=<hash> on static URLs, cached for a year; no redirects from routing
     errors.init_app(app)
     unread_body.init_app(app)
     decoding.init_app(app)

@@ -1,14 +1,17 @@
 """A refusal that left the request body unread must not break the keep-alive connection.
 
 A view (or a check before it: CSRF, an ended session, a rate limit) may
-answer 4xx/5xx without reading an upload. The unread bytes are still on the
-connection; gunicorn drains at most 64 KB of them and then closes it
-silently, although its response said ``keep-alive``, so the client's next
-request on that connection is dropped without an answer. Here such a body
-is read and discarded (up to the request cap, a bounded amount) before the
-response goes out, and the response says ``Connection: close`` for servers
-that honour it (Werkzeug's; gunicorn keeps its own connection header), so
-the client opens a fresh connection for its next request either way.
+answer 4xx/5xx without reading an upload. On a server that streams bodies
+to the app, the unread bytes are still on the connection: gunicorn's gthread
+worker drains at most 64 KB of them and then closes it silently, although
+its response said ``keep-alive``, so the client's next request on that
+connection was dropped without an answer. Here such a body is read and
+discarded (up to the request cap, a bounded amount) before the response goes
+out, and the response says ``Connection: close`` for servers that honour it
+(Werkzeug's), so the client's next request is answered either way. The
+production worker (``webapp/server.py``) reads every body whole before the
+app runs, so there the drain costs nothing; this keeps any other server
+(the development server, a plain gthread gunicorn) correct too.
 """
 
 from __future__ import annotations
