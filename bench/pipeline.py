@@ -12,11 +12,14 @@ its time to ready, its peak memory during start-up and its resident memory
 after one warm-up analysis. Then it runs N photos (the NCI photo and
 synthetic lesions) through the real pipeline (``webapp.pipeline.
 analyse_image``: localize, crop, one pass of classification + Grad-CAM,
-render) and, in the same run, one plain vision forward per photo; the same
-through the int8 tower (``--int8``); one batched forward of all the crops
-(does batching queued photos pay on this host?); then the baseline done the
-replaced system's way (bench/baseline.py). Figures are medians over the
-photos; nothing is asserted, everything is printed. The last line is exactly
+render) and, in the same run, one plain vision forward per photo, the same
+through the int8 tower (``--int8``) and the baseline done the replaced
+system's way (bench/baseline.py), photo by photo back to back so that each
+photo's ratios compare runs seconds apart (a shared host's load drifts
+within minutes); then one batched forward of all the crops against single
+forwards just before it (does batching queued photos pay on this host?).
+Figures are medians over the photos (of per-photo ratios for the ratios);
+nothing is asserted, everything is printed. The last line is exactly
 ``full_over_forward=X baseline_over_ours=Y rss_gb=Z int8_full_over_int8_forward=W
 int8_forward_over_fp32=Q int8_rss_gb=V warm_start_over_cold=U`` (nan where a
 figure was not measured: the int8 ones without ``--int8``).
@@ -290,9 +293,23 @@ def run(args, directory: Path, bank, template_set, cache_dir: Path) -> int:
     analyse_image(warm, clinical_app, registry, "clinical", explain=True)  # warm-up, not counted
     release_freed_memory()  # as the inference worker does after every job
     rss_after_warmup = rss_gb()
+    print(f"RSS after warm-up {rss_after_warmup:.2f} GB (libraries alone {rss_libraries:.2f} GB, so the model and "
+          f"its cached embeddings {rss_after_warmup - rss_libraries:.2f} GB)")
+
+    # Everything compared is loaded first, then measured photo by photo, back to back: on a
+    # shared host the load drifts within minutes, and each photo's ratios compare runs
+    # seconds apart (medians of per-photo ratios).
+    int8_arm = Int8Arm(classifier, bank, template_set, registry, clinical_app, warm) if args.int8 else None
+    baseline = None
+    if not args.skip_baseline:
+        from bench.baseline import ReplacedSystemBaseline
+
+        baseline = ReplacedSystemBaseline(str(directory), bank, device=args.device or "cpu")
+        baseline.run(warm)  # warm-up, not counted
 
     ours: list[dict[str, float]] = []
-    kept: list[dict] = []  # per photo: crop, fp32 forward scores, fp32 explanation (for the int8 comparison)
+    baseline_rows: list[dict[str, float]] = []
+    crops = []
     for name, data in inputs:
         row: dict[str, float] = {"photo": name}
         started = time.perf_counter()
@@ -308,46 +325,38 @@ def run(args, directory: Path, bank, template_set, cache_dir: Path) -> int:
         row["vision_forward"] = time.perf_counter() - started
         row["full_over_forward"] = row["full_result"] / row["vision_forward"]
         ours.append(row)
-        kept.append({"image": image, "crop": crop, "forward": forward, "explanation": explainer.last, "scores": result.scores})
+        crops.append(crop)
         print(f"  {name}: full result {row['full_result']:.2f} s, forward {row['vision_forward']:.2f} s", flush=True)
-    table("ours, seconds per stage (classify_and_explain = one forward with Grad-CAM)", ours,
-          ["decode", "localize", "crop", "classify_and_explain", "render", "encode", "full_result", "vision_forward", "full_over_forward"])
-    rss_ours = rss_gb()
-    print(f"\nRSS after warm-up {rss_after_warmup:.2f} GB (libraries alone {rss_libraries:.2f} GB, so the model and "
-          f"its cached embeddings {rss_after_warmup - rss_libraries:.2f} GB), after the run {rss_ours:.2f} GB, "
-          f"peak so far {peak_rss_gb():.2f} GB")
-
-    measure_batching(classifier, bank, template_set, [k["crop"] for k in kept], ours)
-
-    int8_figures = {}
-    if args.int8:
-        int8_figures = measure_int8(classifier, bank, template_set, registry, clinical_app, ours, kept)
-        int8_figures["int8_rss_gb"] = start_up["int8"]["steady_rss_gb"]
-        del kept
-
-    if args.device == "cuda" or classifier.device == "cuda":
-        measure_live_batches(classifier, bank, template_set, inputs)
-
-    # -- the replaced system's approach --------------------------------------------
-    baseline_over_ours = float("nan")
-    if not args.skip_baseline:
-        from bench.baseline import ReplacedSystemBaseline
-
-        del registry, classifier, explainer
-        gc.collect()
-        baseline = ReplacedSystemBaseline(str(directory), bank, device=args.device or "cpu")
-        baseline.run(warm)  # warm-up, not counted
-        rows = []
-        for name, data in inputs:
+        if int8_arm is not None:
+            int8_arm.measure(row, image, crop, forward, explainer.last, result.scores)
+        if baseline is not None:
             started = time.perf_counter()
             image = safe_decode(data, 50_000_000).image
-            row = {"photo": name, "decode": time.perf_counter() - started, **baseline.run(image)}
-            row["total"] += row["decode"]
-            rows.append(row)
-            print(f"  baseline {name}: {row['total']:.2f} s", flush=True)
-        table("baseline (replaced system's way: detector twice, text tower per photo, full-backward Grad-CAM)", rows,
-              ["decode", "detect_twice", "classify_text_and_vision", "gradcam_full_backward", "total"])
-        baseline_over_ours = median([r["total"] for r in rows]) / median([r["full_result"] for r in ours])
+            base = {"photo": name, "decode": time.perf_counter() - started, **baseline.run(image)}
+            base["total"] += base["decode"]
+            base["baseline_over_ours"] = base["total"] / row["full_result"]
+            baseline_rows.append(base)
+            print(f"  baseline {name}: {base['total']:.2f} s", flush=True)
+    table("ours, seconds per stage (classify_and_explain = one forward with Grad-CAM)", ours,
+          ["decode", "localize", "crop", "classify_and_explain", "render", "encode", "full_result", "vision_forward", "full_over_forward"])
+    print(f"\nRSS after the run {rss_gb():.2f} GB, peak so far {peak_rss_gb():.2f} GB "
+          "(with the int8 copy and the baseline's model loaded beside ours)")
+
+    int8_figures = {}
+    if int8_arm is not None:
+        int8_figures = int8_arm.report()
+        int8_figures["int8_rss_gb"] = start_up["int8"]["steady_rss_gb"]
+    baseline_over_ours = float("nan")
+    if baseline is not None:
+        table("baseline (replaced system's way: detector twice, text tower per photo, full-backward Grad-CAM)", baseline_rows,
+              ["decode", "detect_twice", "classify_text_and_vision", "gradcam_full_backward", "total", "baseline_over_ours"])
+        baseline_over_ours = median([r["baseline_over_ours"] for r in baseline_rows])
+        del baseline
+        gc.collect()
+
+    measure_batching(classifier, bank, template_set, crops)
+    if args.device == "cuda" or classifier.device == "cuda":
+        measure_live_batches(classifier, bank, template_set, inputs)
 
     full_over_forward = median([r["full_over_forward"] for r in ours])
     nan = float("nan")
@@ -361,66 +370,82 @@ def run(args, directory: Path, bank, template_set, cache_dir: Path) -> int:
     return 0
 
 
-def measure_batching(classifier, bank, template_set, crops, ours) -> None:
-    """Item 4: is one batched forward over the queued crops faster than one forward each, on this host?"""
+def measure_batching(classifier, bank, template_set, crops) -> None:
+    """Item 4: is one batched forward over the queued crops faster than one forward each, on this host?
+
+    The single forwards are timed right before the batch, so both see the same host load.
+    """
     if len(crops) < 2:
         print("\nbatching: needs at least 2 photos; not measured")
         return
     started = time.perf_counter()
+    for crop in crops:
+        classifier.classify_batch([crop], bank, template_set)
+    single = time.perf_counter() - started
+    started = time.perf_counter()
     classifier.classify_batch(crops, bank, template_set)
     batched = time.perf_counter() - started
-    single = sum(r["vision_forward"] for r in ours)
     print(f"\nbatching {len(crops)} queued crops into one vision forward: {batched:.2f} s against {single:.2f} s for "
-          f"one forward each ({60 * len(crops) / batched:.1f} against {60 * len(crops) / single:.1f} photos per minute, "
-          f"forward only, the singles after a warm-up, the batch without): "
-          f"{'faster' if batched < single else 'not faster'} on this host")
+          f"one forward each, just before ({60 * len(crops) / batched:.1f} against {60 * len(crops) / single:.1f} "
+          f"photos per minute, forward only): {'faster' if batched < single else 'not faster'} on this host")
 
 
-def measure_int8(classifier, bank, template_set, registry, clinical_app, ours, kept) -> dict:
-    """PRIVASCAN_INT8's tower (frozen layers int8, last layer and head fp32) on the same photos: full results with
-    Grad-CAM and plain forwards, against the fp32 figures of the same run."""
-    import numpy as np
+class Int8Arm:
+    """PRIVASCAN_INT8's tower (frozen layers int8, last layer and head computed in fp32) on the same photos: full
+    results with Grad-CAM and plain forwards, each photo right after its fp32 figures."""
 
-    from plugins.medsiglip import MedSigLIPGradCAM
-    from webapp.pipeline import analyse_image
+    def __init__(self, classifier, bank, template_set, registry, clinical_app, warm_image):
+        from plugins.medsiglip import MedSigLIPGradCAM
+        from webapp.pipeline import analyse_image
 
-    started = time.perf_counter()
-    quantized = classifier.int8_copy([(bank, template_set)])  # the product's own quantization (PRIVASCAN_INT8=1)
-    copy_s = time.perf_counter() - started
-    explainer = RecordingExplainer(MedSigLIPGradCAM())
-    int8_registry = dataclasses.replace(registry, classifiers={"medsiglip": quantized},
-                                        explainers={"medsiglip-gradcam": explainer})
-    analyse_image(kept[0]["image"], clinical_app, int8_registry, "clinical", explain=True)  # warm-up, not counted
-    rows, cosines, correlations, agree = [], [], [], 0
-    for row, photo in zip(ours, kept):
-        result = analyse_image(photo["image"], clinical_app, int8_registry, "clinical", explain=True)
+        self.bank, self.template_set, self.clinical_app = bank, template_set, clinical_app
+        started = time.perf_counter()
+        self.quantized = classifier.int8_copy([(bank, template_set)])  # the product's own quantization (PRIVASCAN_INT8=1)
+        self.copy_s = time.perf_counter() - started
+        self.explainer = RecordingExplainer(MedSigLIPGradCAM())
+        self.registry = dataclasses.replace(registry, classifiers={"medsiglip": self.quantized},
+                                            explainers={"medsiglip-gradcam": self.explainer})
+        analyse_image(warm_image, clinical_app, self.registry, "clinical", explain=True)  # warm-up, not counted
+        self.rows, self.cosines, self.correlations, self.agree = [], [], [], 0
+
+    def measure(self, row, image, crop, fp32_forward, fp32_explanation, fp32_scores) -> None:
+        import numpy as np
+
+        from plugins.medsiglip import MedSigLIPGradCAM
+        from webapp.pipeline import analyse_image
+
+        result = analyse_image(image, self.clinical_app, self.registry, "clinical", explain=True)
         full = row["decode"] + sum(result.timings.values())  # same decode as the fp32 row
         started = time.perf_counter()
-        forward = quantized.classify(photo["crop"], bank, template_set)
+        forward = self.quantized.classify(crop, self.bank, self.template_set)
         forward_s = time.perf_counter() - started
-        cosines.append(float(np.dot(forward.embedding, photo["forward"].embedding)))
-        reference = photo["explanation"]
-        heatmap = explainer.last.heatmap
-        if explainer.last.condition_id != reference.condition_id:  # compare heatmaps of the same condition
-            heatmap = MedSigLIPGradCAM().explain(quantized, photo["crop"], bank, template_set, reference.condition_id).heatmap
-        correlations.append(float(np.corrcoef(heatmap.ravel(), reference.heatmap.ravel())[0, 1]))
+        self.cosines.append(float(np.dot(forward.embedding, fp32_forward.embedding)))
+        heatmap = self.explainer.last.heatmap
+        if self.explainer.last.condition_id != fp32_explanation.condition_id:  # compare heatmaps of the same condition
+            heatmap = MedSigLIPGradCAM().explain(self.quantized, crop, self.bank, self.template_set,
+                                                 fp32_explanation.condition_id).heatmap
+        self.correlations.append(float(np.corrcoef(heatmap.ravel(), fp32_explanation.heatmap.ravel())[0, 1]))
         top = lambda scores: scores.condition_ids[int(np.argmax(scores.logits))]  # noqa: E731
-        agree += top(result.scores) == top(photo["scores"])
-        rows.append({"photo": row["photo"], "int8_full_result": full, "int8_forward": forward_s,
-                     "int8_full_over_int8_forward": full / forward_s, "int8_forward_over_fp32": forward_s / row["vision_forward"],
-                     "int8_full_over_fp32_forward": full / row["vision_forward"]})
+        self.agree += top(result.scores) == top(fp32_scores)
+        self.rows.append({"photo": row["photo"], "int8_full_result": full, "int8_forward": forward_s,
+                          "int8_full_over_int8_forward": full / forward_s, "int8_forward_over_fp32": forward_s / row["vision_forward"],
+                          "int8_full_over_fp32_forward": full / row["vision_forward"]})
         print(f"  int8 {row['photo']}: full result {full:.2f} s, forward {forward_s:.2f} s", flush=True)
-    table("dynamic int8 (PRIVASCAN_INT8: frozen layers int8, last layer + head fp32, Grad-CAM included), seconds", rows,
-          ["int8_full_result", "int8_forward", "int8_full_over_int8_forward", "int8_forward_over_fp32", "int8_full_over_fp32_forward"])
-    # Medians of per-photo ratios, as full_over_forward is: each photo's int8 figures against its own fp32 ones.
-    figures = {key: median([r[key] for r in rows])
-               for key in ("int8_full_over_int8_forward", "int8_forward_over_fp32", "int8_full_over_fp32_forward")}
-    print(f"\ndynamic int8 (CPU, off by default; quantized copy made in {copy_s:.2f} s): int8 full result over fp32 "
-          f"forward {figures['int8_full_over_fp32_forward']:.3f}; int8 forward over fp32 forward "
-          f"{figures['int8_forward_over_fp32']:.3f}; cosine of int8 to fp32 image embeddings min {min(cosines):.4f} "
-          f"median {median(cosines):.4f}; heatmap correlation min {min(correlations):.3f} median "
-          f"{median(correlations):.3f}; top-1 agreement {agree}/{len(rows)}")
-    return figures
+
+    def report(self) -> dict:
+        rows = self.rows
+        table("dynamic int8 (PRIVASCAN_INT8: frozen layers int8, last layer + head computed in fp32, Grad-CAM included), "
+              "seconds", rows,
+              ["int8_full_result", "int8_forward", "int8_full_over_int8_forward", "int8_forward_over_fp32", "int8_full_over_fp32_forward"])
+        # Medians of per-photo ratios, as full_over_forward is: each photo's int8 figures against its own fp32 ones.
+        figures = {key: median([r[key] for r in rows])
+                   for key in ("int8_full_over_int8_forward", "int8_forward_over_fp32", "int8_full_over_fp32_forward")}
+        print(f"\ndynamic int8 (CPU, off by default; quantized copy made in {self.copy_s:.2f} s): int8 full result over "
+              f"fp32 forward {figures['int8_full_over_fp32_forward']:.3f}; int8 forward over fp32 forward "
+              f"{figures['int8_forward_over_fp32']:.3f}; cosine of int8 to fp32 image embeddings min {min(self.cosines):.4f} "
+              f"median {median(self.cosines):.4f}; heatmap correlation min {min(self.correlations):.3f} median "
+              f"{median(self.correlations):.3f}; top-1 agreement {self.agree}/{len(rows)}")
+        return figures
 
 
 def measure_live_batches(classifier, bank, template_set, inputs) -> None:

@@ -192,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     width, height = (int(side) for side in args.photo_size.lower().split("x"))
 
-    env = server_environment()
+    # Every simulated person comes from 127.0.0.1: the per-client rate limit would treat them as one.
+    env = server_environment(PRIVASCAN_RATE_LIMIT_ENABLED="0")
     prepared = prepare_first_run_caches(env)
     photos = [encode(lesion_photo(seed, width, height), "JPEG", quality=90) for seed in range(8)]
     if args.fleet:
@@ -277,7 +278,7 @@ def run_fleet(args, width, height, photos, model_dir: str) -> int:
     stop = threading.Event()
     with redis_server() as url, fleet(url, model_dir, replicas=args.replicas, workers=args.workers,
                                       replica_args=access_log, replica_lines=server_time,
-                                      PRIVASCAN_DEMO_MODEL="1") as (ports, processes, _):
+                                      PRIVASCAN_DEMO_MODEL="1", PRIVASCAN_RATE_LIMIT_ENABLED="0") as (ports, processes, _):
         workers = [process.pid for process in processes[:args.workers]]  # solo pool: the job runs in this process
 
         def fleet_rss() -> float:

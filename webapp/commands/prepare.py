@@ -55,6 +55,10 @@ def run(args) -> int:
         where = classifier.embedding_cache.describe() if getattr(classifier, "embedding_cache", None) else "(none)"
         try:
             missing = missing_from_cache(pairs)
+            if missing is None and getattr(classifier, "embedding_cache", None) is not None:
+                # A hub model not downloaded yet has no snapshot commit to name it by: fetch it first.
+                classifier.load()
+                missing = missing_from_cache(pairs)
             if missing is None:
                 raise CommandError(
                     f"{name}: no embedding cache to fill (PRIVASCAN_CACHE_DIR is off, or the weights of "
@@ -66,7 +70,7 @@ def run(args) -> int:
             print(f"{name}: embedding {len(missing)} of {len(pairs)} sets with the text tower (minutes on a CPU)…",
                   file=sys.stderr, flush=True)
             started = time.perf_counter()
-            classifier.load()
+            classifier.load()  # a no-op when the download above loaded it
             for bank, template_set in missing:
                 classifier.prepare(bank, template_set)
                 print(f"  {bank.name} / {template_set.id}", file=sys.stderr, flush=True)
