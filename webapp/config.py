@@ -51,6 +51,12 @@ def config_from_environment() -> dict:
         "DEMO_MODEL": _flag("PRIVASCAN_DEMO_MODEL"),
         # Dynamic int8 for classification without a heatmap (CPU; heatmaps stay fp32).
         "INT8": _flag("PRIVASCAN_INT8"),
+        # CUDA only: classification without a heatmap under bf16/fp16 autocast (heatmaps stay fp32).
+        "CUDA_HALF": _flag("PRIVASCAN_CUDA_HALF", True),
+        # Folder of the bank text embeddings kept between runs (webapp/embedding_cache.py):
+        # model-derived, written at start-up only. Unset: ~/.cache/privascan/embeddings
+        # (or $XDG_CACHE_HOME/privascan/embeddings); "off": nothing is kept.
+        "CACHE_DIR": os.environ.get("PRIVASCAN_CACHE_DIR") or None,
         "LESION_WEIGHTS": os.environ.get("PRIVASCAN_LESION_WEIGHTS") or None,
         "BANK_OVERRIDES": os.environ.get("PRIVASCAN_BANK_OVERRIDES") or None,  # TOML from `privascan eval --fit-thresholds`
         "ADAPTER": os.environ.get("PRIVASCAN_ADAPTER") or None,  # file from `privascan adapt`
