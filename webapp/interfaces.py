@@ -111,6 +111,8 @@ class Condition:
     icd10: str = ""
     summary: str = ""
     alert_threshold: float = 0.5
+    # The bank's own translations: language code -> {"label": ..., "summary": ...} (webapp/bank_i18n.py).
+    translations: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,7 @@ class TemplateSet:
     id: str
     label: str
     templates: tuple[str, ...]
+    translations: dict = field(default_factory=dict, compare=False, repr=False)  # code -> {"label": ...}
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,8 @@ class InterpretationRules:
         ConfidenceLevel(0.10, "low confidence"),
     )
     fallback_confidence: str = "unclear"
+    # code -> {English confidence label: translated label}; the words only, the bands stay the same.
+    translations: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -157,6 +162,7 @@ class ScopeRules:
     in_scope: tuple[str, ...] = ()  # prompts for pictures the bank is made for
     out_of_scope: tuple[str, ...] = ()  # prompts for everything else a user might send
     min_score: float = 0.5  # in-scope share of the scope softmax needed to analyse
+    translations: dict = field(default_factory=dict, compare=False, repr=False)  # code -> {"subject": ...}
 
     @property
     def enabled(self) -> bool:
@@ -177,6 +183,7 @@ class TierRule:
     risks: tuple[str, ...]  # interpreter risks ("high", "moderate", "low", "unclear") it applies to
     min_high_risk_probability: float = 0.0  # and the high-risk groups together score at least this
     requires_reliable: bool = False  # and the ranking's entropy is within the limit
+    translations: dict = field(default_factory=dict, compare=False, repr=False)  # code -> {"label", "meaning"}
 
 
 CANT_ASSESS = "cant_assess"
@@ -194,6 +201,8 @@ class TriageRules:
     # Individual Typology Angle bands that get a caution (dermatology); empty: no skin-tone estimate.
     skin_tone_caution_bands: tuple[str, ...] = ()
     skin_tone_caution: str = ""
+    # code -> {"cant_assess_label", "cant_assess_meaning", "skin_tone_caution"}
+    translations: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -212,6 +221,8 @@ class PromptBank:
     # Softmax temperature fitted on a clinic's labelled set (``privascan eval
     # --fit-calibration``, kept in the overrides file); None: uncalibrated.
     temperature: float | None = None
+    translations: dict = field(default_factory=dict, compare=False, repr=False)  # code -> {"title": ...}
+    language: str = field(default="en", compare=False)  # the language of its words: "en" as written, another once localized
 
     def condition(self, condition_id: str) -> Condition:
         for condition in self.conditions:

@@ -15,6 +15,7 @@ from itertools import groupby
 
 from flask import current_app, g, render_template, request, session
 
+from ..bank_i18n import localized_app, shown_bank
 from ..interfaces import ClinicalApp, PromptBank
 from ..jobs import clinical_app_for, queue_position
 from ..live import effective_thresholds
@@ -27,12 +28,21 @@ def settings() -> dict:
 
 
 def clinical_app() -> ClinicalApp:
-    """The clinical app (modality) this session chose, else the server's default."""
-    return clinical_app_for(settings())
+    """The clinical app (modality) this session chose, else the server's default, in the request's language."""
+    return localized_app(clinical_app_for(settings()))
+
+
+def clinical_app_by_name(name: str) -> ClinicalApp:
+    return localized_app(current_app.extensions["privascan_registry"].app(name))
 
 
 def bank_for(chosen: ClinicalApp) -> PromptBank:
-    return current_app.extensions["privascan_registry"].banks[chosen.bank]
+    """The modality's bank, its words in the request's language (webapp/bank_i18n.py)."""
+    return shown_bank(current_app.extensions["privascan_registry"].banks[chosen.bank])
+
+
+def bank_by_name(name: str) -> PromptBank:
+    return shown_bank(current_app.extensions["privascan_registry"].banks[name])
 
 
 def rules_for(bank: PromptBank):
@@ -73,8 +83,8 @@ def page_context() -> dict:
     data = current_data()
     return {
         "photo_store_id": data.id if data else None,
-        "clinical_app_by_name": registry.app,
-        "bank_by_name": registry.banks.__getitem__,
+        "clinical_app_by_name": clinical_app_by_name,
+        "bank_by_name": bank_by_name,
         "read_result": read_result,
         "rules_for": rules_for,
         "use_adapter": use_adapter(),
@@ -84,7 +94,7 @@ def page_context() -> dict:
         "queue_position": queue_position,
         "clinical_app": chosen,
         "bank": bank_for(chosen),
-        "apps": list(registry.apps.values()),
+        "apps": [localized_app(each) for each in registry.apps.values()],
         "settings": settings(),
         "model_status": models.status(chosen.classifier),
         "groups": timeline_groups(),
