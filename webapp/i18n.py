@@ -27,7 +27,9 @@ from babel import Locale
 from babel.messages import mofile, pofile
 from babel.support import Translations
 from flask import Flask, has_request_context, request
-from flask_babel import Babel, format_date, format_decimal, get_locale, gettext
+from babel.dates import format_date
+from babel.numbers import format_decimal
+from flask_babel import Babel, get_locale, gettext
 from markupsafe import escape
 
 DEFAULT_LANGUAGE = "en"
@@ -61,7 +63,7 @@ class Message(str):
         return (_rebuild_message, (self.msgid, self.params))
 
     def translated(self) -> str:
-        params = {key: (value.translated() if isinstance(value, Message) else value) for key, value in self.params.items()}
+        params = {key: translate(value) for key, value in self.params.items()}
         text = gettext(self.msgid)
         return text % params if params else text
 
@@ -73,9 +75,27 @@ def _rebuild_message(msgid: str, params: dict) -> Message:
     return Message(msgid, **params)
 
 
+class Translated(str):
+    """A text that carries its own translations (a bank's words): English as a str, the page's language in HTML."""
+
+    def __new__(cls, english: str, translations: dict[str, str]):
+        self = super().__new__(cls, english)
+        self.translations = dict(translations)
+        return self
+
+    def __reduce__(self):
+        return (Translated, (str(self), self.translations))
+
+    def translated(self) -> str:
+        return self.translations.get(current_language(), str(self))
+
+    def __html__(self):
+        return escape(self.translated())
+
+
 def translate(text) -> str:
-    """``text`` in the request's language when it is a Message, as it is otherwise."""
-    return text.translated() if isinstance(text, Message) else text
+    """``text`` in the request's language when it is a Message or Translated, as it is otherwise."""
+    return text.translated() if isinstance(text, (Message, Translated)) else text
 
 
 def available_languages() -> tuple[str, ...]:
@@ -130,21 +150,29 @@ def current_language() -> str:
 
 
 # ------------------------------------------------------------ Babel formats
+def current_locale() -> Locale:
+    """The request's locale; English where there is no request, never the server's own locale."""
+    return Locale.parse(current_language())
+
+
+def _decimals(digits: int) -> str:
+    return "#,##0" + ("." + "0" * digits if digits > 0 else "")
+
+
 def number(value: float, digits: int = 0) -> str:
     """A number with ``digits`` decimals in the request's locale (``2.5`` / ``2,5``)."""
-    pattern = "#,##0" + ("." + "0" * digits if digits > 0 else "")
-    return format_decimal(value, format=pattern)
+    return format_decimal(value, format=_decimals(digits), locale=current_locale())
 
 
 def signed(value: float, digits: int = 0) -> str:
     """A number with its sign always shown (``+3`` / ``-0.12``), in the request's locale."""
-    body = "#,##0" + ("." + "0" * digits if digits > 0 else "")
-    return format_decimal(value, format=f"+{body};-{body}")
+    body = _decimals(digits)
+    return format_decimal(value, format=f"+{body};-{body}", locale=current_locale())
 
 
 def significant(value: float, digits: int = 3) -> str:
     """At most ``digits`` significant digits, as ``%.3g`` but in the request's locale."""
-    return format_decimal(value, format="@" + "#" * (digits - 1))
+    return format_decimal(value, format="@" + "#" * (digits - 1), locale=current_locale())
 
 
 def percent(fraction: float, digits: int = 1) -> str:
@@ -154,17 +182,17 @@ def percent(fraction: float, digits: int = 1) -> str:
 
 def long_date(day) -> str:
     """``2 December 2026`` / ``2 de diciembre de 2026``."""
-    return format_date(day, "long")
+    return format_date(day, "long", locale=current_locale())
 
 
 def full_date(day) -> str:
     """``Wednesday, 2 December 2026`` / ``miércoles, 2 de diciembre de 2026``."""
-    return format_date(day, "full")
+    return format_date(day, "full", locale=current_locale())
 
 
 def short_date(day) -> str:
     """``2 Dec 2026`` / ``2 dic 2026``."""
-    return format_date(day, "medium")
+    return format_date(day, "medium", locale=current_locale())
 
 
 def init_app(app: Flask) -> None:

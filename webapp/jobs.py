@@ -16,7 +16,10 @@ from functools import partial
 from typing import Any, Callable
 
 from flask import Flask, current_app
+from flask_babel import gettext
 from PIL import Image
+
+from .i18n import N_, Message, translate
 
 from .images import open_clean
 from .interfaces import ClinicalApp
@@ -29,13 +32,28 @@ log = logging.getLogger(__name__)
 
 
 class NotReady(Exception):
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
+    """The model cannot analyse yet; the words are made when a request shows them (its language)."""
+
+    def __init__(self, status):
+        super().__init__(str(status.message))
+        self.status = status
+
+    def _reason(self) -> str:
+        return " ".join(part for part in (translate(self.status.message), translate(self.status.advice)) if part)
+
+    @property
+    def message(self) -> str:
+        return gettext("Analysis is not available yet: %(reason)s", reason=self._reason())
+
+    @property
+    def live_message(self) -> str:
+        return gettext("Live scan is not available yet: %(reason)s", reason=self._reason())
 
 
 class WorkerTimeout(Exception):
-    message = "The analyser is busy with other work. Please try again in a moment."
+    @property
+    def message(self) -> str:
+        return gettext("The analyser is busy with other work. Please try again in a moment.")
 
 
 def init_app(app: Flask) -> None:
@@ -60,7 +78,7 @@ def ready_clinical_app(settings: dict) -> ClinicalApp:
     clinical_app = clinical_app_for(settings)
     status = current_app.extensions["privascan_models"].status(clinical_app.classifier)
     if not status.ready:
-        raise NotReady(f"Analysis is not available yet: {status.message} {status.advice}".strip())
+        raise NotReady(status)
     return clinical_app
 
 
@@ -151,7 +169,8 @@ def _explain_stored_photo(app: Flask, store_id: str, photo_id: str, condition_id
 def _report_failure(update: Callable[..., Any]) -> None:
     incident = secrets.token_hex(4)
     log.exception("incident %s: analysis job failed", incident)
-    update(state="error", stage="", error=f"The analysis failed (incident {incident}). Please try again.")
+    update(state="error", stage="", error=Message(N_("The analysis failed (incident %(incident)s). Please try again."),
+                                                  incident=incident))
 
 
 # -- work a request waits for ----------------------------------------------------

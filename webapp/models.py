@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from .i18n import N_, Message
 from .interfaces import LoadsAtStartup, ModelUnavailable, PreparesBanks, ReleasesTextTower
 from .plugins import Registry
 
@@ -22,7 +23,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class ModelStatus:
     state: str = "waiting"  # waiting, loading, ready, unavailable
-    message: str = "Waiting to load the model."
+    # Messages (made on the loader thread, shown in each reader's language).
+    message: str = Message(N_("Waiting to load the model."))
     advice: str = ""
     seconds: float = 0.0
     # Work still running after "ready" (other banks' descriptions): the status line keeps polling.
@@ -43,7 +45,7 @@ class ModelManager:
 
     def status(self, classifier_name: str) -> ModelStatus:
         with self._lock:
-            return self._status.get(classifier_name, ModelStatus("unavailable", "No classifier is configured."))
+            return self._status.get(classifier_name, ModelStatus("unavailable", Message(N_("No classifier is configured."))))
 
     def start(self) -> None:
         """Load in the background; returns immediately."""
@@ -77,7 +79,7 @@ class ModelManager:
 
     def _load(self, name: str, classifier) -> None:
         started = time.perf_counter()
-        self._set(name, state="loading", message="Loading the model weights…", advice="")
+        self._set(name, state="loading", message=Message(N_("Loading the model weights…")), advice="")
         try:
             classifier.load()
             pairs = self._pairs_default_first(name)
@@ -87,11 +89,12 @@ class ModelManager:
                 # two); the rest are prepared while people already work. A request
                 # for one not prepared yet computes it on demand (the classifier
                 # serialises that with its own lock).
-                self._set(name, message=f"Preparing condition descriptions (1 of {len(pairs)})…")
+                self._set(name, message=Message(N_("Preparing condition descriptions (1 of %(total)d)…"), total=len(pairs)))
                 classifier.prepare(*pairs[0])
-                self._set(name, state="ready", message=f"{classifier.describe()}.", seconds=time.perf_counter() - started)
+                self._set(name, state="ready", message=_described(classifier), seconds=time.perf_counter() - started)
                 for index, (bank, template_set) in enumerate(pairs[1:], start=2):
-                    self._set(name, background=f"Preparing the other picture kinds ({index} of {len(pairs)})…")
+                    self._set(name, background=Message(N_("Preparing the other picture kinds (%(index)d of %(total)d)…"),
+                                                       index=index, total=len(pairs)))
                     classifier.prepare(bank, template_set)
             if isinstance(classifier, ReleasesTextTower):
                 classifier.release_text_tower()
@@ -103,14 +106,14 @@ class ModelManager:
             self._set(
                 name,
                 state="unavailable",
-                message=f"The model could not be loaded ({type(exc).__name__}).",
-                advice="See the server log for details.",
+                message=Message(N_("The model could not be loaded (%(error)s)."), error=type(exc).__name__),
+                advice=Message(N_("See the server log for details.")),
             )
             return
         self._set(
             name,
             state="ready",
-            message=f"{classifier.describe()}.",
+            message=_described(classifier),
             background="",
             seconds=time.perf_counter() - started,
         )
@@ -126,3 +129,8 @@ class ModelManager:
                 if (bank, template_set) not in pairs:
                     pairs.append((bank, template_set))
         return pairs
+
+
+def _described(classifier) -> str:
+    """The classifier's own one-line description (a Message when it gives one) as the status line's sentence."""
+    return Message(N_("%(model)s."), model=classifier.describe())

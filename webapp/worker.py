@@ -23,13 +23,17 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable
 
+from flask_babel import gettext
+
 from .memory import release_freed_memory
 
 log = logging.getLogger(__name__)
 
 
 class QueueFull(Exception):
-    message = "The analyser is busy with other photos. Please try again in a minute."
+    @property
+    def message(self) -> str:  # in the language of the request that shows it
+        return gettext("The analyser is busy with other photos. Please try again in a minute.")
 
 
 @dataclass(eq=False)

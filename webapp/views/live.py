@@ -91,7 +91,7 @@ def start():
     try:
         chosen = ready_clinical_app(settings())
     except NotReady as exc:
-        abort(409, description=exc.message.replace("Analysis is", "Live scan is", 1))
+        abort(409, description=exc.live_message)
     try:
         data = current_data(create=True)
     except StoreFull as exc:
