@@ -159,7 +159,7 @@ def test_an_alert_record_explains_itself_from_the_bank():
     assert alert.score == pytest.approx(0.6)
     assert alert.raised_at == "2025-03-01T12:00:02+00:00"  # ISO-8601, the third frame
     assert alert.groups == ("malignant",) and alert.snomed_ct == "93655004" and alert.icd10 == "C43.9"
-    for words in ("Melanoma", "60.0%", "30.0%", "last 3 frames", "See a doctor within two weeks",
+    for words in ("Melanoma", "60.0 %", "30.0 %", "last 3 frames", "See a doctor within two weeks",
                   "SNOMED CT 93655004", "ICD-10 C43.9", "not a diagnosis"):
         assert words in alert.explanation
     assert live.current_alerts() == [alert]

@@ -17,6 +17,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from PIL import Image
 
+from .i18n import N_
 from .quality import QualityLimits
 
 
@@ -312,8 +313,8 @@ class ClinicalApp:
     classifier: str
     explainer: str | None = None
     detector: str | None = None
-    subject: str = "finding"  # what the detector looks for, in words ("lesion")
-    disclaimer: str = (
+    subject: str = N_("finding")  # what the detector looks for, in words ("lesion"); marked, translated where shown
+    disclaimer: str = N_(
         "PrivaScan is a triage aid, not a diagnosis. Always have a qualified "
         "clinician examine anything that worries you."
     )

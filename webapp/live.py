@@ -38,7 +38,11 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 
+from flask_babel import gettext as _, ngettext
+
+from .i18n import percent
 from .interfaces import Condition, PromptBank
+from .interpret import group_names
 
 # Probabilities are float32 softmax outputs: a score this close to the
 # threshold counts as reaching it (as in webapp.interpret).
@@ -187,20 +191,24 @@ class Alert:
 
 def explain_alert(condition: Condition, score: float, threshold: float, frames: int) -> str:
     """A plain-language explanation from the bank's own words and codes (no language model)."""
+    # Made while the frame's request is answered: in that request's language (the bank is localized too).
     codes = [f"SNOMED CT {condition.snomed_ct}" if condition.snomed_ct else "",
              f"ICD-10 {condition.icd10}" if condition.icd10 else ""]
     codes = [code for code in codes if code]
-    groups = ", ".join(condition.groups)
-    text = (
-        f"The camera view matched {condition.label} with an average score of {score:.1%} over the last "
-        f"{frames} frame{'s' if frames != 1 else ''}, at or above this session's alert threshold of {threshold:.1%}"
+    words = dict(condition=condition.label, score=percent(score), threshold=percent(threshold))
+    text = ngettext(
+        "The camera view matched %(condition)s with an average score of %(score)s over the last frame, "
+        "at or above this session's alert threshold of %(threshold)s",
+        "The camera view matched %(condition)s with an average score of %(score)s over the last %(num)d frames, "
+        "at or above this session's alert threshold of %(threshold)s",
+        frames, **words,
     )
-    text += f" (group: {groups})." if groups else "."
+    text += (" " + _("(group: %(groups)s).", groups=group_names(condition.groups))) if condition.groups else "."
     if condition.summary:
         text += " " + " ".join(condition.summary.split())
     if codes:
-        text += " Codes: " + ", ".join(codes) + "."
-    return text + " This is a triage aid, not a diagnosis."
+        text += " " + _("Codes: %(codes)s.", codes=", ".join(codes))
+    return text + " " + _("This is a triage aid, not a diagnosis.")
 
 
 def _now() -> dt.datetime:
