@@ -27,7 +27,7 @@ from babel import Locale
 from babel.messages import mofile, pofile
 from babel.support import Translations
 from flask import Flask, has_request_context, request
-from babel.dates import format_date
+from babel.dates import format_date, format_datetime
 from babel.numbers import format_decimal
 from flask_babel import Babel, get_locale, gettext
 from markupsafe import escape
@@ -94,8 +94,11 @@ class Translated(str):
 
 
 def translate(text) -> str:
-    """``text`` in the request's language when it is a Message or Translated, as it is otherwise."""
-    return text.translated() if isinstance(text, (Message, Translated)) else text
+    """``text`` in the request's language: a Message or Translated translates itself; another str
+    is looked up in the catalogue (words stored as plain English, marked with N_ where they are made)."""
+    if isinstance(text, (Message, Translated)):
+        return text.translated()
+    return gettext(text) if isinstance(text, str) and text else text
 
 
 def available_languages() -> tuple[str, ...]:
@@ -190,6 +193,11 @@ def full_date(day) -> str:
     return format_date(day, "full", locale=current_locale())
 
 
+def date_time(moment) -> str:
+    """``Dec 3, 2026, 2:05:00 PM`` / ``3 dic 2026, 14:05:00``."""
+    return format_datetime(moment, "medium", locale=current_locale())
+
+
 def short_date(day) -> str:
     """``2 Dec 2026`` / ``2 dic 2026``."""
     return format_date(day, "medium", locale=current_locale())
@@ -210,7 +218,7 @@ def init_app(app: Flask) -> None:
     app.jinja_env.policies["ext.i18n.trimmed"] = True
     app.jinja_env.filters.update(
         number=number, signed=signed, significant=significant, pct=percent,
-        long_date=long_date, full_date=full_date, short_date=short_date, translate=translate,
+        long_date=long_date, full_date=full_date, date_time=date_time, short_date=short_date, translate=translate,
     )
 
     @app.context_processor
