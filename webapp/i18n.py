@@ -216,9 +216,14 @@ def init_app(app: Flask) -> None:
         cache[(code, "messages")] = compiled_catalogue(code)
     # {% trans %} blocks are whitespace-normalised, as babel.cfg extracts them.
     app.jinja_env.policies["ext.i18n.trimmed"] = True
+    from .pipeline import stage_name
+    from .quality import check_name
+
     app.jinja_env.filters.update(
         number=number, signed=signed, significant=significant, pct=percent,
         long_date=long_date, full_date=full_date, date_time=date_time, short_date=short_date, translate=translate,
+        stage_name=stage_name, check_name=check_name,
+        condition_label=lambda condition_id, bank: bank.condition(condition_id).label,
     )
 
     @app.context_processor

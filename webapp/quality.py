@@ -62,8 +62,8 @@ DEFAULT_HINTS = {
 }
 # The checks' names in a sentence or a table.
 CHECK_NAMES = {
-    "sharpness": N_("sharpness"), "noise": N_("noise"), "exposure_dark": N_("too dark"),
-    "exposure_bright": N_("too bright"), "clipping": N_("clipping"), "resolution": N_("resolution"),
+    "sharpness": N_("sharpness"), "noise": N_("noise"), "exposure_dark": N_("exposure, dark limit"),
+    "exposure_bright": N_("exposure, bright limit"), "clipping": N_("clipping"), "resolution": N_("resolution"),
     "framing": N_("framing"), "colour": N_("colour"),
 }
 
