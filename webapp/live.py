@@ -36,7 +36,7 @@ import secrets
 import threading
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from flask_babel import gettext as _, ngettext
 
@@ -181,12 +181,22 @@ class Alert:
     groups: tuple[str, ...]
     snomed_ct: str
     icd10: str
-    explanation: str
+    explanation: str  # in the language of the request that raised it (the exports keep it so)
+    frames: int = 0  # frames the average was taken over (0 in alerts kept before this field existed)
 
     def as_dict(self) -> dict:
         record = asdict(self)
         record["groups"] = list(self.groups)
         return record
+
+    def worded_by(self, bank: PromptBank) -> "Alert":
+        """The alert in the words of ``bank`` (the page's language): its label and explanation made again from the codes and numbers."""
+        try:
+            condition = bank.condition(self.condition_id)
+        except KeyError:
+            return self
+        explanation = explain_alert(condition, self.score, self.threshold, self.frames) if self.frames else self.explanation
+        return replace(self, label=condition.label, explanation=explanation)
 
 
 def explain_alert(condition: Condition, score: float, threshold: float, frames: int) -> str:
@@ -280,6 +290,7 @@ class LiveState:
             for condition_id in raised:
                 condition = bank.condition(condition_id)
                 score = self.tracker.smoothed(condition_id)
+                frames = len(self.tracker.track(condition_id).recent)
                 self._numbers += 1
                 alert = Alert(
                     number=self._numbers,
@@ -291,9 +302,8 @@ class LiveState:
                     groups=tuple(condition.groups),
                     snomed_ct=condition.snomed_ct,
                     icd10=condition.icd10,
-                    explanation=explain_alert(
-                        condition, score, float(thresholds[condition_id]), len(self.tracker.track(condition_id).recent)
-                    ),
+                    explanation=explain_alert(condition, score, float(thresholds[condition_id]), frames),
+                    frames=frames,
                 )
                 self.active_alerts[condition_id] = alert
                 self.log.append(alert)

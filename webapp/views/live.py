@@ -17,19 +17,21 @@ import logging
 import time
 
 from flask import Blueprint, Response, abort, current_app, render_template, request, session
+from flask_babel import gettext as _
 
 from ..images import ImageRejected, safe_decode
 from ..jobs import NotReady, QueueFull, WorkerTimeout, analyse_live_frame, explain_live_crop, ready_clinical_app
 from ..live import LiveState, Smoothing, effective_thresholds, frame_rows, frame_timings, log_csv, log_json
 from ..sessions import current_data, get_store
 from ..store import StoreFull
+from ..i18n import N_
 from .common import bank_for, clinical_app, settings
 
 log = logging.getLogger(__name__)
 bp = Blueprint("live", __name__, url_prefix="/live")
 
-ENDED = ("This live scan has ended (the session ended or was cleared, or the scan was never started), "
-         "so the frame was not analysed. Press Start to begin again.")
+ENDED = N_("This live scan has ended (the session ended or was cleared, or the scan was never started), "
+           "so the frame was not analysed. Press Start to begin again.")
 
 
 def _smoothing() -> Smoothing:
@@ -58,9 +60,10 @@ def _context(**extra) -> dict:
         "thresholds": _thresholds(bank),
         "smoothing": _smoothing(),
         "live": live,
-        "log_alerts": live.log_snapshot() if live else [],
+        # Alerts shown in the page's words, whatever language raised them.
+        "log_alerts": [alert.worded_by(bank) for alert in live.log_snapshot()] if live else [],
         "log_limit": int(current_app.config["LIVE_LOG_LIMIT"]),
-        "current_alerts": live.current_alerts() if live else [],
+        "current_alerts": [alert.worded_by(bank) for alert in live.current_alerts()] if live else [],
         "model_status": current_app.extensions["privascan_models"].status(chosen.classifier),
         "demo": current_app.config["DEMO_MODEL"],
         "frame": None,
@@ -111,24 +114,24 @@ def frame():
     data = current_data()
     live = _live()
     if live is None:
-        abort(410, description=ENDED)
+        abort(410, description=_(ENDED))
     upload = request.files.get("frame")
     if upload is None:
-        abort(400, description="No frame was received: send one camera frame as a JPEG in the field 'frame'.")
+        abort(400, description=_("No frame was received: send one camera frame as a JPEG in the field 'frame'."))
     if not live.frame_lock.acquire(blocking=False):
-        abort(429, description="The previous frame is still being analysed, so this one was dropped. "
-                               "Send the next frame when the previous answer has arrived.")
+        abort(429, description=_("The previous frame is still being analysed, so this one was dropped. "
+                                 "Send the next frame when the previous answer has arrived."))
     try:
         received = time.perf_counter()
         max_bytes = int(current_app.config["LIVE_MAX_FRAME_BYTES"])
         raw = upload.read(max_bytes + 1)
         if len(raw) > max_bytes:
-            abort(413, description=f"This frame is larger than the {max_bytes // (1024 * 1024)} MB allowed for live "
-                                   "frames. Send frames of at most 640 pixels per side.")
+            abort(413, description=_("This frame is larger than the %(limit)d MB allowed for live frames. Send frames of "
+                                     "at most 640 pixels per side.", limit=max_bytes // (1024 * 1024)))
         try:
             image = safe_decode(raw, int(current_app.config["LIVE_MAX_FRAME_PIXELS"])).image
         except ImageRejected as exc:
-            abort(exc.status, description=f"This frame was not analysed: {exc.message}")
+            abort(exc.status, description=_("This frame was not analysed: %(reason)s", reason=exc.message))
         finally:
             del raw
         decoded = time.perf_counter()
@@ -141,7 +144,7 @@ def frame():
         finally:
             del image  # the frame itself is gone once it has been analysed
         if not get_store().live_is_current(data, live):  # the session was cleared while the frame was analysed
-            abort(410, description=ENDED)
+            abort(410, description=_(ENDED))
         bank = bank_for(chosen)
         thresholds = _thresholds(bank)
         probabilities, view, reasons = analysis.probabilities, analysis.view, analysis.reasons
@@ -155,7 +158,8 @@ def frame():
         seconds["server"] = time.perf_counter() - received
         frame_info = {"view": view, "reasons": reasons, "rows": frame_rows(live, bank, probabilities, thresholds),
                       "timings": frame_timings(seconds), "number": live.frames}
-        return render_template("partials/live_frame.html", **_context(frame=frame_info, raised=raised))
+        return render_template("partials/live_frame.html",
+                               **_context(frame=frame_info, raised=[alert.worded_by(bank) for alert in raised]))
     finally:
         live.frame_lock.release()
 
@@ -176,13 +180,13 @@ def thresholds():
     chosen = dict(new.get("thresholds", {}))
     if request.form.get("reset"):
         chosen = {}
-        message = "Alert thresholds reset to the bank's values."
+        message = _("Alert thresholds reset to the bank's values.")
     else:
         for condition in bank.conditions:
             key = f"threshold_{condition.id}"
             if key in request.form:
                 chosen[condition.id] = _threshold(request.form[key], condition.label)
-        message = "Alert thresholds saved for this session."
+        message = _("Alert thresholds saved for this session.")
     if chosen:
         new["thresholds"] = chosen
     else:
@@ -195,9 +199,10 @@ def _threshold(text: str, label: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        abort(400, description=f"{label}: please enter a threshold as a number between 0 and 1.")
+        abort(400, description=_("%(condition)s: please enter a threshold as a number between 0 and 1.", condition=label))
     if not 0.0 <= value <= 1.0:
-        abort(400, description=f"{label}: please enter a threshold between 0 and 1 (for example 0.3 for 30 %).")
+        abort(400, description=_("%(condition)s: please enter a threshold between 0 and 1 (for example 0.3 for 30 %%).",
+                                 condition=label))
     return value
 
 
@@ -206,20 +211,20 @@ def explain():
     """A Grad-CAM heatmap for the last frame's crop (the top condition, or ``condition_id``)."""
     live = _live()
     if live is None:
-        abort(410, description="There is no live scan in this session to explain. Press Start first.")
+        abort(410, description=_("There is no live scan in this session to explain. Press Start first."))
     chosen = clinical_app()
     if not chosen.explainer:
-        abort(409, description="This modality has no heatmap.")
+        abort(409, description=_("This modality has no heatmap."))
     crop_jpeg, template_set, at = live.last_crop_jpeg, live.last_template_set, live.last_crop_at
     if not crop_jpeg:
-        abort(409, description="There is no frame to explain yet: the last frame had nothing in view to analyse. "
-                               "Point the camera at the spot and try again.")
+        abort(409, description=_("There is no frame to explain yet: the last frame had nothing in view to analyse. "
+                                 "Point the camera at the spot and try again."))
     bank = bank_for(chosen)
     condition_id = request.form.get("condition_id") or None
     if condition_id is not None and condition_id not in {c.id for c in bank.conditions}:
-        abort(400, description="That condition is not part of this modality.")
+        abort(400, description=_("That condition is not part of this modality."))
     if not live.explain_lock.acquire(blocking=False):
-        abort(429, description="A heatmap for this session is already being computed. Please wait for it.")
+        abort(429, description=_("A heatmap for this session is already being computed. Please wait for it."))
     try:
         heatmap = explain_live_crop(crop_jpeg, template_set, condition_id, settings(),
                                     float(current_app.config["LIVE_EXPLAIN_TIMEOUT"]))
@@ -266,4 +271,4 @@ def clear_log():
     if data is not None and data.live is not None:
         data.live.clear_log()
         get_store().save_live(data)
-    return _render("partials/live_log.html", [("info", "The alert log of this session was deleted.")])
+    return _render("partials/live_log.html", [("info", _("The alert log of this session was deleted."))])

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from flask import Blueprint, abort, current_app, g, request, session
+from flask_babel import gettext as _
+
+from ..i18n import number
 
 from .common import bank_for, render, settings
 
@@ -13,7 +16,7 @@ bp = Blueprint("pages", __name__)
 def index():
     messages = []
     if g.get("session_ended"):
-        messages.append(("info", "Your previous session ended, and its photos were deleted. This is a fresh session."))
+        messages.append(("info", _("Your previous session ended, and its photos were deleted. This is a fresh session.")))
     return render("index.html", messages)
 
 
@@ -36,7 +39,7 @@ def update_settings():
     switched = False
     if app_name:
         if app_name not in registry.apps:
-            abort(400, description="That modality is not available.")
+            abort(400, description=_("That modality is not available."))
         if app_name != new.get("app"):
             new.pop("template_set", None)
             new.pop("thresholds", None)
@@ -48,11 +51,11 @@ def update_settings():
         if template_set in {t.id for t in bank.template_sets}:
             new["template_set"] = template_set
         elif not switched:
-            abort(400, description="That kind of picture is not available for this modality.")
+            abort(400, description=_("That kind of picture is not available for this modality."))
         # else: the picker's form also sent the previous modality's kind of
         # picture; the new modality starts with its own first one.
     rules = dict(new.get("rules", {}))
-    for field, label, high in (("unclear_margin", "“Not clear” margin", 1.0), ("entropy_limit_bits", "Entropy limit", 10.0)):
+    for field, label, high in (("unclear_margin", _("“Not clear” margin"), 1.0), ("entropy_limit_bits", _("Entropy limit"), 10.0)):
         if field in request.form:
             rules[field] = _number(request.form[field], label, 0.0, high)
     if rules:
@@ -74,15 +77,16 @@ def update_settings():
         new.pop("thresholds", None)
         new.pop("adapter_off", None)
     session["settings"] = new
-    return render("partials/workspace.html", [("info", "Settings saved.")])
+    return render("partials/workspace.html", [("info", _("Settings saved."))])
 
 
 def _number(text: str, what: str, low: float, high: float) -> float:
     try:
         value = float(text)
     except ValueError:
-        abort(400, description=f"{what}: please enter a number.")
+        abort(400, description=_("%(what)s: please enter a number.", what=what))
     if not low <= value <= high:
-        abort(400, description=f"{what}: please enter a number between {low:g} and {high:g}.")
+        abort(400, description=_("%(what)s: please enter a number between %(low)s and %(high)s.", what=what,
+                                 low=number(low), high=number(high)))
     return value
 

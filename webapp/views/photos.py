@@ -6,6 +6,9 @@ import datetime as dt
 import secrets
 
 from flask import Blueprint, Response, abort, current_app, g, request, session
+from flask_babel import gettext as _, ngettext
+
+from ..i18n import N_, long_date
 
 from ..jobs import NotReady, QueueFull, queue_analysis, queue_extra_heatmap
 from ..images import ImageRejected, encode_jpeg, open_clean, safe_decode
@@ -24,33 +27,37 @@ def _photo_or_404(photo_id: str) -> Photo:
     data = current_data()
     photo = data.photos.get(photo_id) if data else None
     if photo is None:
-        abort(404, description="That photo is not in your session (it may have been deleted, or your session ended).")
+        abort(404, description=_("That photo is not in your session (it may have been deleted, or your session ended)."))
     return photo
 
 
 def display_name(filename: str | None, index: int) -> str:
     """A name for the card: the browser's filename trimmed; Jinja escapes it, nothing else uses it."""
     name = (filename or "").replace("\\", "/").rsplit("/", 1)[-1].strip()
-    return name[:80] or f"Photo {index}"
+    return name[:80] or _("Photo %(number)d", number=index)
+
+
+# Where a photo's date came from: kept in English with the photo, shown translated (the card's |translate).
+PHOTO_METADATA, FILE_DATE, UPLOAD_DAY, SET_BY_YOU = N_("photo metadata"), N_("file date"), N_("upload day"), N_("set by you")
 
 
 def _capture_date(exif_date: dt.date | None, last_modified_ms: str) -> tuple[dt.date, str]:
     if exif_date is not None:
-        return exif_date, "photo metadata"
+        return exif_date, PHOTO_METADATA
     try:
         stamp = int(last_modified_ms) / 1000
         if stamp > 0:
-            return dt.datetime.fromtimestamp(stamp).date(), "file date"
+            return dt.datetime.fromtimestamp(stamp).date(), FILE_DATE
     except (ValueError, OverflowError, OSError):
         pass
-    return dt.date.today(), "upload day"
+    return dt.date.today(), UPLOAD_DAY
 
 
 @bp.post("/photos")
 def upload():
     files = [f for f in request.files.getlist("photos") if f.filename]  # an empty file input sends a nameless part
     if not files:
-        abort(400, description="No photo was received. Choose, drop, paste or capture a photo.")
+        abort(400, description=_("No photo was received. Choose, drop, paste or capture a photo."))
     try:
         data = current_data(create=True)
     except StoreFull as exc:
@@ -66,16 +73,16 @@ def upload():
         raw = upload.read(max_bytes + 1)
         try:
             if len(raw) > max_bytes:
-                raise ImageRejected(f"it is larger than the {max_bytes // (1024 * 1024)} MB allowed per photo.", 413)
+                raise ImageRejected(_("It is larger than the %(limit)d MB allowed per photo.", limit=max_bytes // (1024 * 1024)), 413)
             decoded = safe_decode(raw, current_app.config["MAX_IMAGE_PIXELS"])
         except ImageRejected as exc:
-            messages.append(("error", f"“{name}” was not added: {exc.message[0].lower() + exc.message[1:]}"))
+            messages.append(("error", _("“%(name)s” was not added: %(reason)s", name=name, reason=exc.message)))
             failures.append(exc.status)
             continue
         finally:
             del raw
         if store.find_duplicate(data, decoded.digest):
-            messages.append(("info", f"“{name}” is already in this session, so it was skipped."))
+            messages.append(("info", _("“%(name)s” is already in this session, so it was skipped.", name=name)))
             continue
         taken_on, source = _capture_date(decoded.taken_on, last_modified[index] if index < len(last_modified) else "")
         image = decoded.image
@@ -93,12 +100,12 @@ def upload():
         try:
             store.add_photo(data, photo)
         except StoreFull as exc:
-            messages.append(("error", f"“{name}” was not added: {exc.message}"))
+            messages.append(("error", _("“%(name)s” was not added: %(reason)s", name=name, reason=exc.message)))
             failures.append(exc.status)
             continue
         added += 1
     if added:
-        messages.insert(0, ("success", f"Added {added} photo{'s' if added != 1 else ''}."))
+        messages.insert(0, ("success", ngettext("Added %(num)d photo.", "Added %(num)d photos.", added)))
     status = 200 if added or not failures else max(set(failures), key=failures.count)
     return render("partials/timeline.html", messages, status)
 
@@ -113,7 +120,7 @@ def card(photo_id: str):
 def delete(photo_id: str):
     photo = _photo_or_404(photo_id)
     get_store().remove_photo(current_data(), photo.id)
-    return render("partials/timeline.html", [("info", f"Deleted “{photo.name}”.")])
+    return render("partials/timeline.html", [("info", _("Deleted “%(name)s”.", name=photo.name))])
 
 
 @bp.post("/photos/<photo_id>/date")
@@ -122,13 +129,13 @@ def change_date(photo_id: str):
     try:
         new_date = dt.date.fromisoformat(request.form.get("taken_on", ""))
     except ValueError:
-        abort(400, description="Please enter a date as year-month-day.")
+        abort(400, description=_("Please enter a date as year-month-day."))
     if new_date > dt.date.today() + dt.timedelta(days=1) or new_date.year < 1900:
-        abort(400, description="That date is in the future or too far in the past.")
+        abort(400, description=_("That date is in the future or too far in the past."))
     data = current_data()
-    get_store().update_photo(data.id, photo.id, secret=data.secret, taken_on=new_date, date_source="set by you")
-    photo.taken_on, photo.date_source = new_date, "set by you"  # this request's copy (the Redis store's is separate)
-    return render("partials/timeline.html", [("info", f"Moved “{photo.name}” to {new_date:%d %B %Y}.")])
+    get_store().update_photo(data.id, photo.id, secret=data.secret, taken_on=new_date, date_source=SET_BY_YOU)
+    photo.taken_on, photo.date_source = new_date, SET_BY_YOU  # this request's copy (the Redis store's is separate)
+    return render("partials/timeline.html", [("info", _("Moved “%(name)s” to %(day)s.", name=photo.name, day=long_date(new_date)))])
 
 
 @bp.post("/session/clear")
@@ -141,7 +148,7 @@ def clear():
     # A new cookie value too: the old one, replayed, now finds nothing at all.
     current_app.session_interface.regenerate(session)
     g.store_data = None
-    return render("partials/timeline.html", [("success", "Everything in this session was deleted from the server.")])
+    return render("partials/timeline.html", [("success", _("Everything in this session was deleted from the server."))])
 
 
 @bp.post("/photos/<photo_id>/analyze")
@@ -163,7 +170,7 @@ def analyze_all():
     data = current_data()
     waiting = [p for p in data.photos.values() if p.state in ("new", "error")] if data else []
     if not waiting:
-        return render("partials/timeline.html", [("info", "There is no photo waiting to be analysed.")])
+        return render("partials/timeline.html", [("info", _("There is no photo waiting to be analysed."))])
     queued = 0
     try:
         for photo in waiting:
@@ -174,8 +181,10 @@ def analyze_all():
     except QueueFull as exc:
         if not queued:
             abort(503, description=exc.message)
-        return render("partials/timeline.html", [("info", f"Queued {queued} photos; {exc.message}")])
-    return render("partials/timeline.html", [("success", f"Queued {queued} photo{'s' if queued != 1 else ''} for analysis.")])
+        return render("partials/timeline.html", [("info", ngettext("Queued %(num)d photo; %(reason)s", "Queued %(num)d photos; %(reason)s",
+                                                                   queued, reason=exc.message))])
+    return render("partials/timeline.html", [("success", ngettext("Queued %(num)d photo for analysis.",
+                                                                  "Queued %(num)d photos for analysis.", queued))])
 
 
 @bp.post("/photos/<photo_id>/explain/<condition_id>")
@@ -184,7 +193,7 @@ def explain(photo_id: str, condition_id: str):
     photo = _photo_or_404(photo_id)
     scores = photo.result.scores_for(use_adapter()) if photo.result is not None and photo.result.analysed else None
     if scores is None or condition_id not in scores.condition_ids:
-        abort(404, description="That condition is not part of this photo's result.")
+        abort(404, description=_("That condition is not part of this photo's result."))
     try:
         queue_extra_heatmap(current_data(), photo, settings(), condition_id)
     except NotReady as exc:
@@ -197,7 +206,7 @@ def explain(photo_id: str, condition_id: str):
 # -- pictures (all from memory, never cached by the browser) ------------------
 def _image_response(data: bytes, mimetype: str) -> Response:
     if not data:
-        abort(404, description="That picture is not available.")
+        abort(404, description=_("That picture is not available."))
     return Response(data, mimetype=mimetype)
 
 
@@ -219,7 +228,7 @@ def full_photo(photo_id: str):
 def _result_of_version(photo_id: str, version: str):
     result = _photo_or_404(photo_id).result
     if result is None or result.version != version:
-        abort(404, description="That picture belongs to an earlier analysis of this photo.")
+        abort(404, description=_("That picture belongs to an earlier analysis of this photo."))
     return result
 
 
@@ -268,6 +277,6 @@ def located(photo_id: str):
     photo = _photo_or_404(photo_id)
     result = photo.result
     if result is None:
-        abort(404, description="This photo has not been analysed yet.")
+        abort(404, description=_("This photo has not been analysed yet."))
     box = result.detection.box if result.detection else None
     return _image_response(boxed_photo_jpeg(open_clean(photo.jpeg), box, result.crop_region), "image/jpeg")
