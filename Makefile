@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 HTMX := webapp/static/vendor/htmx.min.js
 
-.PHONY: run test setup browser tools redis clean bench
+.PHONY: run test setup browser tools redis clean bench translations
 
 # No bytecode caches written next to the code (gunicorn_conf.py covers the app too).
 run: setup
@@ -19,6 +19,11 @@ test: setup browser tools redis
 
 bench: setup
 	$(PY) -m bench.pipeline
+
+# Extract the interface's strings (babel.cfg) and merge them into every catalogue
+# (webapp/translations/*/LC_MESSAGES/messages.po); then translate what is empty or fuzzy.
+translations: setup
+	$(PY) -m scripts.translations
 
 setup: $(VENV)/.stamp $(HTMX)
 

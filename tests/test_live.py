@@ -255,7 +255,7 @@ def test_a_frame_returns_the_live_partial_with_scores_and_figures(app, browser):
     words = text(response)
     assert "A lesion is in view" in words
     assert "Closest matches" in words and "Threshold" in words
-    assert re.search(r"Frame 1: [\d.]+ ms on the server \(decode [\d.]+ ms, waiting [\d.]+ ms, localize", words)
+    assert re.search(r"Frame 1: [\d.,]+ ms on the server \(decode [\d.,]+ ms, waiting [\d.,]+ ms, localize", words)
     assert live_state(app).frames == 1
     assert live_state(app).last_crop_jpeg.startswith(b"\xff\xd8")  # only the crop is kept, for "explain"
 

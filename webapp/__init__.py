@@ -35,7 +35,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from . import errors, i18n, jobs, metrics, plugin_assets, security, sessions
     from .adapter import install_adapter
     from .bank_overrides import apply_bank_overrides
-    from .plugins import build_registry, make_plugin_manager
+    from .plugins import build_registry, make_plugin_manager, plugin_folders
     from .models import ModelManager
     from .views import api, lesions, live, pages, photos, reports, results
 
@@ -55,6 +55,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["privascan_plugins"] = pm
     app.extensions["privascan_registry"] = registry
     plugin_assets.init_app(app, pm)  # plugins' templates/ (after the repo's) and static/
+    i18n.add_plugin_catalogues(app, plugin_folders(pm, "translations"))  # and their translations/
     models = ModelManager(registry, default_app=app.config["CLINICAL_APP"])
     app.extensions["privascan_models"] = models
     jobs.init_app(app)

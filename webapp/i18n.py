@@ -114,9 +114,9 @@ def language_name(code: str) -> str:
 
 
 @lru_cache(maxsize=None)
-def compiled_catalogue(code: str) -> Translations:
-    """The ``.po`` catalogue of ``code`` compiled in memory (fuzzy entries left out, as msgfmt does)."""
-    path = TRANSLATIONS / code / "LC_MESSAGES" / "messages.po"
+def compiled_catalogue(code: str, folder: Path = TRANSLATIONS) -> Translations:
+    """The ``.po`` catalogue of ``code`` (in ``folder``) compiled in memory (fuzzy entries left out, as msgfmt does)."""
+    path = folder / code / "LC_MESSAGES" / "messages.po"
     with path.open("rb") as source:
         catalogue = pofile.read_po(source, locale=code)
     compiled = io.BytesIO()
@@ -203,6 +203,21 @@ def short_date(day) -> str:
     return format_date(day, "medium", locale=current_locale())
 
 
+def add_plugin_catalogues(app: Flask, folders: dict[str, Path]) -> None:
+    """Merge the catalogues plugins ship (``translations/<code>/LC_MESSAGES/messages.po`` in the package)
+    into the app's, for the languages the app has; the core's own translations win where both have one."""
+    cache = app.extensions["privascan_translations"]
+    for code in app.extensions["privascan_languages"][1:]:
+        for folder in folders.values():
+            if (folder / code / "LC_MESSAGES" / "messages.po").is_file():
+                plugin = compiled_catalogue(code, folder)
+                merged = Translations()
+                merged.merge(plugin)
+                merged.merge(cache[(code, "messages")])
+                merged.plural = cache[(code, "messages")].plural
+                cache[(code, "messages")] = merged
+
+
 def init_app(app: Flask) -> None:
     languages = available_languages()
     app.extensions["privascan_languages"] = languages
@@ -214,6 +229,7 @@ def init_app(app: Flask) -> None:
     cache[(DEFAULT_LANGUAGE, "messages")] = Translations()
     for code in languages[1:]:
         cache[(code, "messages")] = compiled_catalogue(code)
+    app.extensions["privascan_translations"] = cache
     # {% trans %} blocks are whitespace-normalised, as babel.cfg extracts them.
     app.jinja_env.policies["ext.i18n.trimmed"] = True
     from .pipeline import stage_name

@@ -120,7 +120,7 @@ $name = "$package"
 include = ["$package*"]
 
 [tool.setuptools.package-data]
-$package = ["prompts/*.toml", "templates/**/*.html", "static/**/*"]
+$package = ["prompts/*.toml", "templates/**/*.html", "static/**/*", "translations/**/*.po"]
 
 [tool.pytest.ini_options]
 testpaths = ["tests"]
