@@ -307,7 +307,7 @@ def test_a_low_threshold_raises_an_alert_that_is_logged_and_downloadable(app, br
     assert 'id="live-log" class="live-log"' in third and 'hx-swap-oob="true"' in third  # the log updates out of band
     assert 'role="alert"' not in pages[3].get_data(as_text=True)  # still on, but not new: not announced again
     assert "Alert: Melanoma" in text(pages[3])
-    assert re.search(r'data-alert-id="1"\s+data-speak="Alert: Melanoma, \d+ percent."', third)
+    assert re.search(r'data-alert-id="1"\s+data-speak="Alert: Melanoma, \d+\.\d percent."', third)
 
     csv_response = browser.get("/live/log.csv", htmx=False)
     assert csv_response.status_code == 200

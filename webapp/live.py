@@ -45,7 +45,7 @@ from .interfaces import Condition, PromptBank
 EPSILON = 1e-9
 LOG_LIMIT = 500  # alerts kept per session; the oldest go first
 LOG_FIELDS = (
-    "number", "raised_at", "condition_id", "label", "score", "threshold",
+    "number", "raised_at", "time_zone", "condition_id", "label", "score", "threshold", "frames",
     "groups", "snomed_ct", "icd10", "explanation",
 )
 
@@ -178,6 +178,7 @@ class Alert:
     snomed_ct: str
     icd10: str
     explanation: str
+    frames: int = 0  # frames the average was taken over (fewer than the window just after Start)
 
     def as_dict(self) -> dict:
         record = asdict(self)
@@ -272,6 +273,7 @@ class LiveState:
             for condition_id in raised:
                 condition = bank.condition(condition_id)
                 score = self.tracker.smoothed(condition_id)
+                frames = len(self.tracker.track(condition_id).recent)
                 self._numbers += 1
                 alert = Alert(
                     number=self._numbers,
@@ -283,9 +285,8 @@ class LiveState:
                     groups=tuple(condition.groups),
                     snomed_ct=condition.snomed_ct,
                     icd10=condition.icd10,
-                    explanation=explain_alert(
-                        condition, score, float(thresholds[condition_id]), len(self.tracker.track(condition_id).recent)
-                    ),
+                    explanation=explain_alert(condition, score, float(thresholds[condition_id]), frames),
+                    frames=frames,
                 )
                 self.active_alerts[condition_id] = alert
                 self.log.append(alert)
@@ -316,8 +317,18 @@ class LiveState:
             return self.tracker.smoothed(condition_id)
 
 
-def log_json(alerts: Iterable[Alert]) -> list[dict]:
-    return [alert.as_dict() for alert in alerts]
+def _on_clock(record: dict, zone: dt.tzinfo | None) -> dict:
+    """``raised_at`` on the reader's clock (``zone``), with the zone named; the server's offset if none is given."""
+    moment = dt.datetime.fromisoformat(record["raised_at"])
+    if zone is not None:
+        moment = moment.astimezone(zone)
+    record["raised_at"] = moment.isoformat(timespec="seconds")
+    record["time_zone"] = getattr(moment.tzinfo, "key", None) or moment.tzname() or ""
+    return record
+
+
+def log_json(alerts: Iterable[Alert], zone: dt.tzinfo | None = None) -> list[dict]:
+    return [_on_clock(alert.as_dict(), zone) for alert in alerts]
 
 
 def _cell(value) -> str:
@@ -326,11 +337,11 @@ def _cell(value) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@") else text
 
 
-def log_csv(alerts: Iterable[Alert]) -> str:
+def log_csv(alerts: Iterable[Alert], zone: dt.tzinfo | None = None) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(LOG_FIELDS)
     for alert in alerts:
-        record = alert.as_dict()
+        record = _on_clock(alert.as_dict(), zone)
         writer.writerow([_cell(record[name]) for name in LOG_FIELDS])
     return buffer.getvalue()

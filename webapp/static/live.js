@@ -38,14 +38,18 @@
     if (element) { element.textContent = text; }
   }
 
+  // htmx also performs the out-of-band swaps (the alert log, the messages) and
+  // processes hx- attributes; focus is kept as for any other swap (focus.js).
   function swap(selector, html) {
     if (!document.querySelector(selector)) { return; }
-    if (window.htmx && typeof window.htmx.swap === "function") {
-      // htmx also performs the out-of-band swaps (the alert log) and processes hx- attributes.
-      window.htmx.swap(selector, html, { swapStyle: "outerHTML", swapDelay: 0, settleDelay: 0 });
-    } else {
-      document.querySelector(selector).outerHTML = html;
-    }
+    const focus = window.privascanFocus ? window.privascanFocus.describe() : null;
+    window.htmx.swap(selector, html, { swapStyle: "outerHTML", swapDelay: 0, settleDelay: 0 });
+    if (focus) { window.privascanFocus.restore(focus); }
+  }
+
+  // An error answer carries only the message, out of band: nothing else is replaced.
+  function showMessage(html) {
+    window.htmx.swap("#messages", html, { swapStyle: "none", swapDelay: 0, settleDelay: 0 });
   }
 
   function post(url, body) {
@@ -54,7 +58,7 @@
       body: body,
       credentials: "same-origin",
       cache: "no-store",
-      headers: { "X-CSRF-Token": csrfToken(), "HX-Request": "true" },
+      headers: { "X-CSRF-Token": csrfToken(), "HX-Request": "true", "X-Time-Zone": window.privascanTimeZone ? window.privascanTimeZone() : "" },
     });
   }
 
@@ -85,6 +89,18 @@
     const result = $("live-result");
     const count = $("live-count");
     if (count && result && result.dataset.frameNumber) { count.textContent = result.dataset.frameNumber; }
+  }
+
+  // "Explain this frame": only with a crop to explain, and for the active alert when there is one.
+  function updateExplainButton() {
+    const button = $("live-explain-button");
+    const result = $("live-result");
+    if (!button || !result) { return; }
+    if (button.classList.contains("htmx-request")) { return; } // htmx re-enables it when its answer arrives
+    button.disabled = result.dataset.explainable !== "1";
+    const condition = result.dataset.explainCondition || "";
+    button.setAttribute("hx-vals", JSON.stringify(condition ? { condition_id: condition } : {}));
+    button.textContent = condition ? "Explain this frame (" + result.dataset.explainLabel + " alert)" : "Explain this frame";
   }
 
   // -- speech --------------------------------------------------------------------
@@ -135,10 +151,12 @@
       if (response.ok) {
         swap("#live-result", html);
         showFigures(performance.now() - started);
+        document.dispatchEvent(new CustomEvent("privascan:activity"));
         announceNewAlerts();
+        updateExplainButton();
         next = Math.max(0, MIN_INTERVAL_MS - (performance.now() - started));
       } else {
-        swap("#messages", html);
+        showMessage(html);
         if (response.status === 429 || response.status === 503) {
           next = BACKOFF_MS;
         } else {
@@ -209,13 +227,17 @@
     const response = await post(panel().dataset.startUrl, new FormData()).catch(function () { return null; });
     if (!response) { stop("The server could not be reached."); return; }
     const html = await response.text();
-    if (!response.ok) { swap("#messages", html); stop("Live scan could not start: see the message above."); return; }
+    if (!response.ok) { showMessage(html); stop("Live scan could not start: see the message above."); return; }
     swap("#live-result", html);
+    updateExplainButton();
     generation += 1;
     running = true;
     completed = [];
     latencies = [];
     status("Live scan is running. Hold the camera steady over the spot.");
+    // On a phone the header would push the alerts below the fold: bring the camera to the top.
+    const camera = document.querySelector(".live-camera");
+    if (camera && window.matchMedia("(max-width: 640px)").matches) { camera.scrollIntoView({ block: "start" }); }
     schedule(0);
   }
 

@@ -10,7 +10,6 @@ file picker and every button are plain forms.)
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 from itertools import groupby
 
 from flask import current_app, g, render_template, request, session
@@ -18,6 +17,7 @@ from flask import current_app, g, render_template, request, session
 from ..interfaces import ClinicalApp, PromptBank
 from ..jobs import clinical_app_for, queue_position
 from ..live import effective_thresholds
+from ..local_time import user_today
 from ..pipeline import read
 from ..sessions import current_data
 
@@ -48,6 +48,22 @@ def timeline_groups():
     photos.sort(key=lambda p: p.added_at)
     photos.sort(key=lambda p: p.taken_on, reverse=True)  # stable: upload order kept within a day
     return [(day, list(items)) for day, items in groupby(photos, key=lambda p: p.taken_on)]
+
+
+def waiting_photos() -> list:
+    """This session's photos that are queued or being analysed (their cards poll)."""
+    data = current_data()
+    return [p for p in data.photos.values() if p.state in ("queued", "running")] if data else []
+
+
+def session_timing() -> dict:
+    """What the page's session timer needs: the idle limit, and the absolute end (epoch seconds; 0 before the session holds data)."""
+    config = current_app.config
+    started = session.get("started") if current_data() is not None else None
+    return {
+        "idle_seconds": int(config["SESSION_IDLE_MINUTES"] * 60),
+        "ends_at": int(started + config["SESSION_LIFETIME_HOURS"] * 3600) if started else 0,
+    }
 
 
 def use_adapter() -> bool:
@@ -88,7 +104,8 @@ def page_context() -> dict:
         "settings": settings(),
         "model_status": models.status(chosen.classifier),
         "groups": timeline_groups(),
-        "today": dt.date.today(),
+        "today": user_today(),
+        "waiting_photos": waiting_photos,
         "demo": current_app.config["DEMO_MODEL"],
         "debug": "debug" in request.args,
         "session_ended": g.get("session_ended", False),

@@ -7,11 +7,15 @@ import secrets
 
 from flask import Blueprint, Response, abort, current_app, g, request, session
 
+from .. import lesions as lesion_model
 from ..jobs import NotReady, QueueFull, queue_analysis, queue_extra_heatmap
 from ..images import ImageRejected, encode_jpeg, open_clean, safe_decode
 from ..render import boxed_photo_jpeg
 from ..sessions import current_data, get_store
+from ..lesions import LesionError
 from ..store import Photo, StoreFull
+from ..undo import UndoShelf
+from ..local_time import long_date, user_today, user_zone
 from .common import render, settings, use_adapter
 
 bp = Blueprint("photos", __name__)
@@ -35,15 +39,16 @@ def display_name(filename: str | None, index: int) -> str:
 
 
 def _capture_date(exif_date: dt.date | None, last_modified_ms: str) -> tuple[dt.date, str]:
+    """The day the photo was taken, on the user's calendar (their time zone, not the server's)."""
     if exif_date is not None:
         return exif_date, "photo metadata"
     try:
         stamp = int(last_modified_ms) / 1000
         if stamp > 0:
-            return dt.datetime.fromtimestamp(stamp).date(), "file date"
+            return dt.datetime.fromtimestamp(stamp, tz=user_zone()).date(), "file date"
     except (ValueError, OverflowError, OSError):
         pass
-    return dt.date.today(), "upload day"
+    return user_today(), "upload day"
 
 
 @bp.post("/photos")
@@ -74,8 +79,10 @@ def upload():
             continue
         finally:
             del raw
-        if store.find_duplicate(data, decoded.digest):
-            messages.append(("info", f"“{name}” is already in this session, so it was skipped."))
+        duplicate = store.find_duplicate(data, decoded.digest)
+        if duplicate is not None:
+            messages.append(("info", f"“{name}” was skipped: it is the same picture as “{duplicate.name}”, "
+                                     f"already in this session ({long_date(duplicate.taken_on)})."))
             continue
         taken_on, source = _capture_date(decoded.taken_on, last_modified[index] if index < len(last_modified) else "")
         image = decoded.image
@@ -109,26 +116,75 @@ def card(photo_id: str):
     return render("partials/card.html", photo=_photo_or_404(photo_id), explaining=request.args.get("explaining"))
 
 
+def _undo_shelf() -> UndoShelf:
+    return current_app.extensions["privascan_undo"]
+
+
+@bp.record_once
+def _install_undo_shelf(state) -> None:
+    state.app.extensions["privascan_undo"] = UndoShelf()
+
+
+@bp.before_app_request
+def _sweep_undo_shelf() -> None:
+    _undo_shelf().sweep()  # a deleted photo never outlives its undo window by more than a request
+
+
 @bp.post("/photos/<photo_id>/delete")
 def delete(photo_id: str):
     photo = _photo_or_404(photo_id)
-    get_store().remove_photo(current_data(), photo.id)
-    return render("partials/timeline.html", [("info", f"Deleted “{photo.name}”.")])
+    data = current_data()
+    lesion = lesion_model.lesion_of(data, photo.id)
+    shelf = _undo_shelf()
+    shelf.put(data.id, photo, lesion.id if lesion else None)
+    get_store().remove_photo(data, photo.id)
+    message = (f"Deleted “{photo.name}”. Undo is possible for {shelf.seconds:g} seconds; "
+               "after that nothing of it is left on the server.")
+    return render("partials/timeline.html", [("info", message, "partials/undo_delete.html")], undo_photo=photo,
+                  undo_seconds=shelf.seconds)
+
+
+@bp.post("/photos/undo-delete")
+def undo_delete():
+    data = current_data()
+    item = _undo_shelf().take(data.id, request.form.get("photo_id", "")) if data is not None else None
+    if item is None:
+        abort(410, description="That photo can no longer be brought back: the undo time is over "
+                               "(or it was replaced by a later delete). Add the photo again if you need it.")
+    photo = item.photo
+    if photo.state in ("queued", "running"):  # its job was dropped with it
+        photo.state, photo.stage = "new", ""
+    try:
+        get_store().add_photo(data, photo)
+    except StoreFull as exc:
+        abort(exc.status, description=f"“{photo.name}” could not be brought back: {exc.message}")
+    note = ""
+    if item.lesion_id:
+        try:
+            lesion = lesion_model.add_to_lesion(get_store(), data, item.lesion_id, photo.id)
+            note = f" It is back in “{lesion.name}”."
+        except LesionError:
+            note = " Its lesion no longer exists, so it is on its own."
+    return render("partials/timeline.html", [("success", f"“{photo.name}” is back.{note}")], undo_photo=None)
 
 
 @bp.post("/photos/<photo_id>/date")
 def change_date(photo_id: str):
     photo = _photo_or_404(photo_id)
+    sent = request.form.get("taken_on", "").strip()
+    if not sent:
+        abort(400, description=f"“{photo.name}”: the date taken was empty, so it was not changed. Please enter a date.")
     try:
-        new_date = dt.date.fromisoformat(request.form.get("taken_on", ""))
+        new_date = dt.date.fromisoformat(sent)
     except ValueError:
-        abort(400, description="Please enter a date as year-month-day.")
-    if new_date > dt.date.today() + dt.timedelta(days=1) or new_date.year < 1900:
-        abort(400, description="That date is in the future or too far in the past.")
+        abort(400, description=f"“{photo.name}”: please enter the date taken as year-month-day.")
+    # The user's today, in their time zone: past midnight there, it is already tomorrow on the server's UTC.
+    if new_date > user_today() or new_date.year < 1900:
+        abort(400, description=f"“{photo.name}”: {long_date(new_date)} is in the future or too far in the past.")
     data = current_data()
     get_store().update_photo(data.id, photo.id, secret=data.secret, taken_on=new_date, date_source="set by you")
     photo.taken_on, photo.date_source = new_date, "set by you"  # this request's copy (the Redis store's is separate)
-    return render("partials/timeline.html", [("info", f"Moved “{photo.name}” to {new_date:%d %B %Y}.")])
+    return render("partials/timeline.html", [("info", f"Moved “{photo.name}” to {long_date(new_date)}.")])
 
 
 @bp.post("/session/clear")
@@ -136,6 +192,7 @@ def clear():
     data = current_data()
     if data is not None:
         get_store().delete(data.id)
+        _undo_shelf().drop(data.id)
     session.pop("store_id", None)
     session.pop("started", None)
     # A new cookie value too: the old one, replayed, now finds nothing at all.
@@ -192,6 +249,12 @@ def explain(photo_id: str, condition_id: str):
     except QueueFull as exc:
         abort(503, description=exc.message)
     return render("partials/card.html", photo=photo, explaining=condition_id)
+
+
+@bp.post("/photos/<photo_id>/explain")
+def explain_chosen(photo_id: str):
+    """The same, for a condition picked from the list under the ranking."""
+    return explain(photo_id, request.form.get("condition_id", ""))
 
 
 # -- pictures (all from memory, never cached by the browser) ------------------
