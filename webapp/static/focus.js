@@ -39,9 +39,24 @@
     return element;
   }
 
+  // Focus parked on a stand-in (the queued card's state line) goes back to the
+  // element it stood in for as soon as that returns ("Analyze again").
+  let awaiting = null;
+
+  function returnFromStandIn() {
+    if (!awaiting) { return; }
+    const active = document.activeElement;
+    if (!active || active.id !== awaiting.standIn) { awaiting = null; return; } // the user moved on
+    const back = document.querySelector('[data-focus-key="' + CSS.escape(awaiting.key) + '"]:not([disabled])');
+    if (back) { awaiting = null; back.focus(); }
+  }
+
   function restore(before) {
     const active = document.activeElement;
-    if (!before || document.body.contains(before.element) || (active && active !== document.body)) { return; }
+    if (!before || document.body.contains(before.element) || (active && active !== document.body)) {
+      returnFromStandIn();
+      return;
+    }
     let target = null;
     if (before.after) { target = document.querySelector(before.after); }
     if (!target && before.key) {
@@ -51,7 +66,10 @@
       target = document.getElementById(before.ancestors[i]);
     }
     target = focusable(target);
-    if (target) { target.focus({ preventScroll: false }); }
+    if (target) {
+      target.focus({ preventScroll: false });
+      awaiting = before.key && target.id && target.dataset.focusKey !== before.key ? { key: before.key, standIn: target.id } : null;
+    }
   }
 
   // -- announcements --------------------------------------------------------------
@@ -65,7 +83,10 @@
 
   function cardState(card) {
     const state = card && card.querySelector(".state");
-    return state ? state.textContent.replace(/\s+/g, " ").trim() : "";
+    if (!state) { return ""; }
+    const words = state.cloneNode(true);
+    words.querySelectorAll("[aria-hidden]").forEach(function (icon) { icon.remove(); });
+    return words.textContent.replace(/\s+/g, " ").trim();
   }
 
   document.addEventListener("htmx:beforeSwap", function (event) {

@@ -66,6 +66,10 @@ def update_settings():
             abort(400, description="That kind of picture is not available for this modality.")
         # else: the picker's form also sent the previous modality's kind of
         # picture; the new modality starts with its own first one.
+    if request.form.get("reset_thresholds"):
+        new.pop("thresholds", None)
+        session["settings"] = new
+        return render("partials/workspace.html", [("info", "Alert thresholds reset to the bank's values.")])
     if request.form.get("reset_debug"):
         # Reset first: the other fields of the form may hold the very values being thrown away.
         for key in ("rules", "thresholds", "adapter_off"):
