@@ -236,8 +236,8 @@
     latencies = [];
     status("Live scan is running. Hold the camera steady over the spot.");
     // On a phone the header would push the alerts below the fold: bring the camera to the top.
-    const camera = document.querySelector(".live-camera");
-    if (camera && window.matchMedia("(max-width: 640px)").matches) { camera.scrollIntoView({ block: "start" }); }
+    const video = $("live-video");
+    if (video && window.matchMedia("(max-width: 640px)").matches) { video.scrollIntoView({ block: "start" }); }
     schedule(0);
   }
 
