@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import make_app
 from webapp.interfaces import Classifier, ClinicalApp, Detector, Explainer, PromptBank
 from webapp.plugins import PluginError, build_registry, make_plugin_manager
 
@@ -111,7 +110,7 @@ def test_no_module_under_webapp_imports_a_plugin():
     assert not offenders, offenders
 
 
-def test_hook_alert_raised(tiny_model_dir):
+def test_hook_alert_raised(app_factory):
     """Off by default; an installed plugin gets each raised alert and the config, never a frame or an image."""
     import dataclasses
     import io
@@ -129,7 +128,7 @@ def test_hook_alert_raised(tiny_model_dir):
     assert default.hook.alert_raised.spec.argnames == ("alert", "config")
 
     alert_recorder.RECEIVED.clear()
-    app = make_app(tiny_model_dir, DEFAULT_PLUGINS=(*BASE["DEFAULT_PLUGINS"], "tests.plugins.alert_recorder"))
+    app = app_factory(DEFAULT_PLUGINS=(*BASE["DEFAULT_PLUGINS"], "tests.plugins.alert_recorder"))
     try:
         browser = Browser(app.test_client())
         bank = app.extensions["privascan_registry"].banks["dermatology"]
@@ -160,20 +159,15 @@ def test_hook_alert_raised(tiny_model_dir):
         assert [{**entry, "raised_at": dt.datetime.fromisoformat(entry["raised_at"])} for entry in logged] == \
             [{**alert.as_dict(), "raised_at": dt.datetime.fromisoformat(alert.raised_at), "time_zone": logged[0]["time_zone"]}]
     finally:
-        app.extensions["privascan_worker"].stop()
         alert_recorder.RECEIVED.clear()
 
 
-def test_each_app_gets_its_own_plugin_manager(tiny_model_dir):
-    first = make_app(tiny_model_dir)
-    second = make_app(tiny_model_dir, DEFAULT_PLUGINS=("plugins.medsiglip", "plugins.dermatology", "tests.plugins.echo_plugin"))
-    try:
-        assert "echo" not in first.extensions["privascan_registry"].apps
-        assert "echo" in second.extensions["privascan_registry"].apps
-        assert first.extensions["privascan_plugins"] is not second.extensions["privascan_plugins"]
-    finally:
-        first.extensions["privascan_worker"].stop()
-        second.extensions["privascan_worker"].stop()
+def test_each_app_gets_its_own_plugin_manager(app_factory):
+    first = app_factory()
+    second = app_factory(DEFAULT_PLUGINS=("plugins.medsiglip", "plugins.dermatology", "tests.plugins.echo_plugin"))
+    assert "echo" not in first.extensions["privascan_registry"].apps
+    assert "echo" in second.extensions["privascan_registry"].apps
+    assert first.extensions["privascan_plugins"] is not second.extensions["privascan_plugins"]
 
 
 @pytest.fixture

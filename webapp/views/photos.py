@@ -202,7 +202,7 @@ def clear():
 
 
 @bp.post("/photos/<photo_id>/analyze")
-def analyze(photo_id: str):
+def analyse(photo_id: str):
     """Queue the photo; with ``analyse_anyway`` the model runs although the quality gate failed (low quality)."""
     photo = _photo_or_404(photo_id)
     anyway = request.form.get("analyse_anyway") == "1"
@@ -216,7 +216,7 @@ def analyze(photo_id: str):
 
 
 @bp.post("/analyze-all")
-def analyze_all():
+def analyse_all():
     data = current_data()
     waiting = [p for p in data.photos.values() if p.state in ("new", "error")] if data else []
     if not waiting:
