@@ -27,9 +27,14 @@ def app_factory(tiny_model_dir):
     made = []
 
     def factory(**overrides):
-        made.append(make_app(tiny_model_dir, **overrides))
-        return made[-1]
+        return adopt(make_app(tiny_model_dir, **overrides))
 
+    def adopt(app):
+        """Stop this app's worker at teardown too (an app built with ``create_app`` directly)."""
+        made.append(app)
+        return app
+
+    factory.adopt = adopt
     yield factory
     for each in made:
         each.extensions["privascan_worker"].stop()

@@ -64,13 +64,10 @@ def test_missing_adapter_file_stops_start_up(tiny_model_dir, tmp_path):
         make_app(tiny_model_dir, ADAPTER=str(tmp_path / "nope.safetensors"))
 
 
-def test_matching_adapter_is_installed(adapter_file, tiny_model_dir):
-    app = make_app(tiny_model_dir, ADAPTER=str(adapter_file))
-    try:
-        registry = app.extensions["privascan_registry"]
-        assert registry.adapters["dermatology"].adapter_id == load_adapter(adapter_file).adapter_id
-    finally:
-        app.extensions["privascan_worker"].stop()
+def test_matching_adapter_is_installed(adapter_file, app_factory):
+    app = app_factory(ADAPTER=str(adapter_file))
+    registry = app.extensions["privascan_registry"]
+    assert registry.adapters["dermatology"].adapter_id == load_adapter(adapter_file).adapter_id
 
 
 # ------------------------------------------------------------------ end to end

@@ -7,7 +7,7 @@ import io
 
 from PIL import Image
 
-from tests.helpers import NCI_PHOTO, make_app, photo_bytes
+from tests.helpers import NCI_PHOTO, photo_bytes
 from tests.synthetic import make_lesion_photo
 
 
@@ -15,7 +15,7 @@ def post_image(client, content: bytes, query: str = ""):
     return client.post(f"/api/analyze{query}", data={"image": (io.BytesIO(content), "x.jpg")}, content_type="multipart/form-data")
 
 
-def test_analyze_the_nci_photo_with_a_heatmap(app, client):
+def test_analyse_the_nci_photo_with_a_heatmap(app, client):
     response = post_image(client, NCI_PHOTO.read_bytes(), "?explain=1")
     assert response.status_code == 200
     body = response.get_json()
@@ -65,22 +65,21 @@ def test_errors_are_json_with_a_status(client):
     assert bad.status_code == 415 and bad.get_json()["error"].startswith("This file is not a photo")
 
 
-def test_model_not_loaded_is_503(tiny_model_dir, tmp_path):
-    app = make_app(tiny_model_dir, MODEL=str(tmp_path / "missing"))
+def test_model_not_loaded_is_503(app_factory, tmp_path):
+    app = app_factory(MODEL=str(tmp_path / "missing"))
     response = post_image(app.test_client(), photo_bytes(2))
     assert response.status_code == 503
     assert "not available" in response.get_json()["error"]
     assert response.headers["Retry-After"] == "30"
-    app.extensions["privascan_worker"].stop()
 
 
-def test_an_api_timeout_is_a_503_and_the_job_never_runs_later(tiny_model_dir):
+def test_an_api_timeout_is_a_503_and_the_job_never_runs_later(app_factory):
     """Force the timeout: the worker is busy with another job for longer than the API waits."""
     import threading
 
     from webapp.worker import Job
 
-    app = make_app(tiny_model_dir, API_TIMEOUT=0.2)
+    app = app_factory(API_TIMEOUT=0.2)
     worker = app.extensions["privascan_worker"]
     gate = threading.Event()
     worker.submit(Job("busy", lambda: gate.wait(30)))
@@ -93,7 +92,6 @@ def test_an_api_timeout_is_a_503_and_the_job_never_runs_later(tiny_model_dir):
         gate.set()
     assert worker.join_idle(30)
     assert worker.current is None and worker.pending() == 0
-    app.extensions["privascan_worker"].stop()
 
 
 def test_the_gates_verdicts_are_in_the_json(app, client):

@@ -15,6 +15,10 @@ from webapp.prompt_bank import PromptBankError
 GOOD_BANK = """
 name = "bank_file"
 title = "Bank from a file"
+group_tags = ["normal", "abnormal"]
+
+[rules]
+high_risk_groups = ["abnormal"]
 
 [template_sets.plain]
 label = "Plain picture"
@@ -53,13 +57,10 @@ def start(tmp_path, text: str):
     )
 
 
-def test_a_valid_bank_starts(tmp_path):
-    app = start(tmp_path, GOOD_BANK)
-    try:
-        bank = app.extensions["privascan_registry"].banks["bank_file"]
-        assert [c.id for c in bank.conditions] == ["normal", "effusion"]
-    finally:
-        app.extensions["privascan_worker"].stop()
+def test_a_valid_bank_starts(tmp_path, app_factory):
+    app = app_factory.adopt(start(tmp_path, GOOD_BANK))
+    bank = app.extensions["privascan_registry"].banks["bank_file"]
+    assert [c.id for c in bank.conditions] == ["normal", "effusion"]
 
 
 @pytest.mark.parametrize(
@@ -82,8 +83,10 @@ def test_a_valid_bank_starts(tmp_path):
                      "condition 'Pleural effusion': alert_threshold 1.4 is outside [0, 1]", id="threshold-above-1"),
         pytest.param("alert_threshold = 0.4", "alert_threshold = -0.2",
                      "condition 'Pleural effusion': alert_threshold -0.2 is outside [0, 1]", id="threshold-below-0"),
-        pytest.param('groups = ["abnormal"]', 'groups = ["abnormall"]',
-                     "condition 'Pleural effusion': unknown group tag(s) abnormall (known: ", id="unknown-group"),
+        pytest.param('id = "effusion"\nlabel = "Pleural effusion"\ngroups = ["abnormal"]',
+                     'id = "effusion"\nlabel = "Pleural effusion"\ngroups = ["abnormall"]',
+                     "condition 'Pleural effusion': unknown group tag(s) abnormall (the bank's group_tags: ",
+                     id="unknown-group"),
         pytest.param('"A picture of {}."', '"A picture of a chest."',
                      "template set 'plain': template 'A picture of a chest.' must contain '{}' exactly once",
                      id="template-without-placeholder"),

@@ -263,14 +263,11 @@ def test_fitted_threshold_is_the_rule_applied_to_the_validation_split(compared):
     assert "held-out" in text and "PRIVASCAN_BANK_OVERRIDES" in text
 
 
-def test_the_app_carries_the_fitted_threshold(compared, tiny_model_dir, monkeypatch):
+def test_the_app_carries_the_fitted_threshold(compared, app_factory, monkeypatch):
     monkeypatch.setenv("PRIVASCAN_BANK_OVERRIDES", str(compared["overrides"]))
-    app = make_app(tiny_model_dir, LOAD_MODELS_AT_START=False)
-    try:
-        bank = app.extensions["privascan_registry"].banks["dermatology"]
-        assert bank.condition("melanoma").alert_threshold == compared["report"]["thresholds"]["conditions"]["melanoma"]["threshold"]
-    finally:
-        app.extensions["privascan_worker"].stop()
+    app = app_factory(LOAD_MODELS_AT_START=False)
+    bank = app.extensions["privascan_registry"].banks["dermatology"]
+    assert bank.condition("melanoma").alert_threshold == compared["report"]["thresholds"]["conditions"]["melanoma"]["threshold"]
 
 
 def test_html_report_is_self_contained(compared):

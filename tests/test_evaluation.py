@@ -344,19 +344,16 @@ def test_apply_bank_overrides_to_a_registry(tmp_path):
     apply_bank_overrides(registry, {"BANK_OVERRIDES": None})  # unset: nothing happens
 
 
-def test_the_app_loads_overrides_from_its_environment(tiny_model_dir, tmp_path, monkeypatch):
+def test_the_app_loads_overrides_from_its_environment(app_factory, tmp_path, monkeypatch):
     path = tmp_path / "clinic-thresholds.toml"
     path.write_text("[thresholds]\nmelanoma = 0.18\nbasal_cell_carcinoma = 0.2\n")  # no bank: the default app's
     monkeypatch.setenv("PRIVASCAN_BANK_OVERRIDES", str(path))
-    app = make_app(tiny_model_dir, LOAD_MODELS_AT_START=False)
-    try:
-        assert app.config["BANK_OVERRIDES"] == str(path)
-        bank = app.extensions["privascan_registry"].banks["dermatology"]
-        assert bank.condition("melanoma").alert_threshold == 0.18
-        assert bank.condition("basal_cell_carcinoma").alert_threshold == 0.2
-        assert bank.condition("melanocytic_nevus").alert_threshold == 0.7  # the shipped value
-    finally:
-        app.extensions["privascan_worker"].stop()
+    app = app_factory(LOAD_MODELS_AT_START=False)
+    assert app.config["BANK_OVERRIDES"] == str(path)
+    bank = app.extensions["privascan_registry"].banks["dermatology"]
+    assert bank.condition("melanoma").alert_threshold == 0.18
+    assert bank.condition("basal_cell_carcinoma").alert_threshold == 0.2
+    assert bank.condition("melanocytic_nevus").alert_threshold == 0.7  # the shipped value
 
 
 def test_the_app_refuses_to_start_with_a_bad_overrides_file(tiny_model_dir, tmp_path, monkeypatch):

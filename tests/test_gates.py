@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from tests import degrade
-from tests.conftest import NCI_PHOTO
+from tests.helpers import NCI_PHOTO
 from tests.plugins import scripted_classifier as scripted
 from tests.synthetic import make_lesion_photo
 from webapp.config import config_from_environment

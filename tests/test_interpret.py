@@ -24,6 +24,10 @@ PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
 TEMPLATES = (TemplateSet("photo", "Photo", ("A photo of {}.",)),)
 
 
+# The skin bank's rules: the core has no groups of its own, so tests say them too.
+SKIN_RULES = InterpretationRules(high_risk_groups=("malignant",), watch_groups=("premalignant",))
+
+
 def make_bank(*spec: tuple[str, tuple[str, ...]] | tuple[str, tuple[str, ...], float], rules=None) -> PromptBank:
     """A bank from (id, groups[, alert_threshold]) tuples, in that order."""
     conditions = tuple(
@@ -37,7 +41,7 @@ def make_bank(*spec: tuple[str, tuple[str, ...]] | tuple[str, tuple[str, ...], f
         for item in spec
     )
     return PromptBank(
-        name="test", title="Test", conditions=conditions, template_sets=TEMPLATES, rules=rules or InterpretationRules()
+        name="test", title="Test", conditions=conditions, template_sets=TEMPLATES, rules=rules or SKIN_RULES
     )
 
 
@@ -298,9 +302,9 @@ def test_other_modality_groups_come_from_rules():
     assert urgent.margin == pytest.approx(0.45)
     watch = interpret(make_scores({"normal": 0.1, "pneumothorax": 0.05, "edema": 0.05, "effusion": 0.8}), bank)
     assert watch.risk == "moderate"
-    # The same scores under the default (skin) rules know no high-risk class here.
+    # The same scores under the skin rules know no high-risk class here.
     default = interpret(make_scores({"normal": 0.2, "pneumothorax": 0.35, "edema": 0.3, "effusion": 0.15}), bank,
-                        InterpretationRules())
+                        SKIN_RULES)
     assert default.risk == "low"
     assert not default.consolidated
 

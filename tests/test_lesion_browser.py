@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import CHROMIUM
+from tests.helpers import CHROMIUM
 
 if not CHROMIUM.exists():
     pytest.skip("Debian's Chromium (/usr/bin/chromium) is not installed; `make test` installs it", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
 expect = sync_api.expect
 
-from tests.conftest import CHROMIUM_ARGS, make_app, serving  # noqa: E402
+from tests.helpers import CHROMIUM_ARGS, make_app, serving  # noqa: E402
 from tests.synthetic import make_lesion_photo  # noqa: E402
 
 pytestmark = pytest.mark.timeout(600)

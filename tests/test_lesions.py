@@ -11,7 +11,7 @@ from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from fhir.resources.R4B.observation import Observation
 
-from tests.conftest import multipart, photo_bytes
+from tests.helpers import multipart, photo_bytes
 from webapp.lesion_metrics import asymmetry_index
 
 
@@ -73,22 +73,19 @@ def test_group_compare_report_and_export(app, browser):
     assert data.lesions == {}
 
 
-def test_suggestion_by_similarity(tiny_model_dir):
-    from tests.conftest import Browser, make_app
+def test_suggestion_by_similarity(app_factory):
+    from tests.helpers import Browser
 
-    app = make_app(tiny_model_dir, SAME_LESION_SIMILARITY=-1.0)  # every analysed pair qualifies: the best is offered
-    try:
-        browser = Browser(app.test_client())
-        ids = analysed_session(app, browser, 2)
-        card = browser.get(f"/photos/{ids[1]}/card").get_data(as_text=True)
-        assert "Same lesion as" in card
-        key = re.search(r'name="key" value="([^"]+)"', card).group(1)
-        assert browser.post(f"/photos/{ids[1]}/lesion/suggestion", data={"key": key, "answer": "yes"}).status_code == 200
-        data = next(iter(app.extensions["privascan_store"]._sessions.values()))
-        assert [sorted(lesion.photo_ids) for lesion in data.lesions.values()] == [sorted(ids)]
-        assert browser.post(f"/photos/{ids[1]}/lesion/suggestion", data={"key": key, "answer": "yes"}).status_code == 409
-    finally:
-        app.extensions["privascan_worker"].stop()
+    app = app_factory(SAME_LESION_SIMILARITY=-1.0)  # every analysed pair qualifies: the best is offered
+    browser = Browser(app.test_client())
+    ids = analysed_session(app, browser, 2)
+    card = browser.get(f"/photos/{ids[1]}/card").get_data(as_text=True)
+    assert "Same lesion as" in card
+    key = re.search(r'name="key" value="([^"]+)"', card).group(1)
+    assert browser.post(f"/photos/{ids[1]}/lesion/suggestion", data={"key": key, "answer": "yes"}).status_code == 200
+    data = next(iter(app.extensions["privascan_store"]._sessions.values()))
+    assert [sorted(lesion.photo_ids) for lesion in data.lesions.values()] == [sorted(ids)]
+    assert browser.post(f"/photos/{ids[1]}/lesion/suggestion", data={"key": key, "answer": "yes"}).status_code == 409
 
 
 def test_bad_input_is_a_clear_4xx(app, browser, client):

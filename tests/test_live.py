@@ -20,7 +20,7 @@ from PIL import Image, ImageFilter
 from werkzeug.datastructures import FileStorage, MultiDict
 from werkzeug.test import encode_multipart
 
-from tests.helpers import REPO, Browser, make_app
+from tests.helpers import REPO, Browser
 from tests.plugins import gate_plugin
 from tests.synthetic import make_lesion_photo
 from webapp.interfaces import Condition, PromptBank, TemplateSet
@@ -307,7 +307,7 @@ def test_a_low_threshold_raises_an_alert_that_is_logged_and_downloadable(app, br
     assert 'id="live-log" class="live-log"' in third and 'hx-swap-oob="true"' in third  # the log updates out of band
     assert 'role="alert"' not in pages[3].get_data(as_text=True)  # still on, but not new: not announced again
     assert "Alert: Melanoma" in text(pages[3])
-    assert re.search(r'data-alert-id="1"\s+data-speak="Alert: Melanoma, \d+ percent."', third)
+    assert re.search(r'data-alert-id="1"\s+data-speak="Alert: Melanoma, \d+\.\d percent."', third)
 
     csv_response = browser.get("/live/log.csv", htmx=False)
     assert csv_response.status_code == 200
@@ -467,42 +467,39 @@ def live_state_of(app, browser: Browser):
     return app.extensions["privascan_store"].get(store_id, touch=False).live.log_snapshot()
 
 
-def test_a_second_frame_while_one_is_in_flight_gets_429_and_other_sessions_are_served(tiny_model_dir):
+def test_a_second_frame_while_one_is_in_flight_gets_429_and_other_sessions_are_served(app_factory):
     gate_plugin.ENTERED.clear()
     gate_plugin.RELEASE.clear()
-    app = make_app(tiny_model_dir, DEFAULT_PLUGINS=("plugins.medsiglip", "plugins.dermatology", "tests.plugins.gate_plugin"),
-                   CLINICAL_APP="gate")
+    app = app_factory(DEFAULT_PLUGINS=("plugins.medsiglip", "plugins.dermatology", "tests.plugins.gate_plugin"),
+                      CLINICAL_APP="gate")
     worker = app.extensions["privascan_worker"]
     answers: dict[str, object] = {}
     threads: list[threading.Thread] = []
+    mine, other = Browser(app.test_client()), Browser(app.test_client())
+    mine.post("/live/start")
+    other.post("/live/start")
     try:
-        mine, other = Browser(app.test_client()), Browser(app.test_client())
-        mine.post("/live/start")
-        other.post("/live/start")
-        try:
-            threads.append(threading.Thread(target=lambda: answers.update(first=post_frame(mine, frame_jpeg(11)))))
-            threads[-1].start()
-            assert gate_plugin.ENTERED.wait(60)  # the first frame is on the worker, held at the gate
-            second = post_frame(mine, frame_jpeg(12))
-            assert second.status_code == 429
-            assert "still being analysed" in text(second) and "dropped" in text(second)
-            # Another session is not refused: its frame waits its turn on the bounded queue.
-            threads.append(threading.Thread(target=lambda: answers.update(other=post_frame(other, frame_jpeg(13)))))
-            threads[-1].start()
-            for _ in range(1200):
-                if worker.pending() == 1:
-                    break
-                time.sleep(0.05)
-            assert worker.pending() == 1
-        finally:
-            gate_plugin.RELEASE.set()
-            for thread in threads:
-                thread.join(60)
-        assert answers["first"].status_code == 200 and "A lesion is in view" in text(answers["first"])
-        assert answers["other"].status_code == 200
-        assert post_frame(mine, frame_jpeg(14)).status_code == 200  # the lock was released
+        threads.append(threading.Thread(target=lambda: answers.update(first=post_frame(mine, frame_jpeg(11)))))
+        threads[-1].start()
+        assert gate_plugin.ENTERED.wait(60)  # the first frame is on the worker, held at the gate
+        second = post_frame(mine, frame_jpeg(12))
+        assert second.status_code == 429
+        assert "still being analysed" in text(second) and "dropped" in text(second)
+        # Another session is not refused: its frame waits its turn on the bounded queue.
+        threads.append(threading.Thread(target=lambda: answers.update(other=post_frame(other, frame_jpeg(13)))))
+        threads[-1].start()
+        for _ in range(1200):
+            if worker.pending() == 1:
+                break
+            time.sleep(0.05)
+        assert worker.pending() == 1
     finally:
-        worker.stop()
+        gate_plugin.RELEASE.set()
+        for thread in threads:
+            thread.join(60)
+    assert answers["first"].status_code == 200 and "A lesion is in view" in text(answers["first"])
+    assert answers["other"].status_code == 200
+    assert post_frame(mine, frame_jpeg(14)).status_code == 200  # the lock was released
 
 
 def test_a_live_session_writes_nothing_to_disk(app, browser):

@@ -15,6 +15,7 @@ from PIL import Image
 from plugins.medsiglip import MedSigLIPClassifier, register_classifiers, register_explainers
 from plugins.medsiglip.classifier import TextTowerReleased, load_failure
 from tests.helpers import small_bank
+from webapp.cropping import pad_to_square
 from webapp.interfaces import Classifier, Condition, ModelUnavailable, PromptBank, TemplateSet
 
 
@@ -144,16 +145,24 @@ def test_pixel_values_are_the_448_crop_in_minus_one_to_one(classifier, crop):
     torch.testing.assert_close(pixels[0], expected, atol=1e-5, rtol=0)
 
 
-def test_non_square_crop_is_padded_to_square_before_resizing(classifier):
+def test_non_square_crop_is_refused_rather_than_stretched(classifier):
+    # The core pads crops to squares (webapp.cropping); the processor would
+    # stretch a 448x224 band to 448x448, doubling every height in it.
+    wide = Image.new("RGB", (448, 224), (255, 255, 255))
+    with pytest.raises(ValueError, match="square crops; got 448x224"):
+        classifier.pixel_values(wide)
+
+
+def test_a_padded_crop_keeps_its_shape(classifier):
     wide = Image.new("RGB", (448, 224), (255, 255, 255))
     wide.paste((0, 0, 0), (0, 100, 448, 124))  # a black stripe across the middle of the band
-    pixels = classifier.pixel_values(wide)[0]
+    pixels = classifier.pixel_values(pad_to_square(wide))[0]
     assert pixels.shape == (3, 448, 448)
     # Padded (112 rows above and below), never stretched: the stripe stays 24 rows
     # thick, 112 rows lower; a stretched image would have made it 48 rows thick.
     stripe_rows = torch.nonzero(pixels[0, :, 224] < 0).flatten()
     assert stripe_rows.min() == 212 and stripe_rows.max() == 235
-    # The padding continues the picture's edge colour (webapp.cropping.pad_to_square).
+    # The padding continues the picture's edge colour.
     assert torch.all(pixels[:, :100, :] > 0.8)
 
 

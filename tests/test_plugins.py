@@ -6,12 +6,13 @@ named ``test_hook_<name>`` here or without its section in docs/plugins.md.
 
 from __future__ import annotations
 
+import datetime as dt
+
 import re
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import make_app
 from webapp.interfaces import Classifier, ClinicalApp, Detector, Explainer, PromptBank
 from webapp.plugins import PluginError, build_registry, make_plugin_manager
 
@@ -109,7 +110,7 @@ def test_no_module_under_webapp_imports_a_plugin():
     assert not offenders, offenders
 
 
-def test_hook_alert_raised(tiny_model_dir):
+def test_hook_alert_raised(app_factory):
     """Off by default; an installed plugin gets each raised alert and the config, never a frame or an image."""
     import dataclasses
     import io
@@ -127,7 +128,7 @@ def test_hook_alert_raised(tiny_model_dir):
     assert default.hook.alert_raised.spec.argnames == ("alert", "config")
 
     alert_recorder.RECEIVED.clear()
-    app = make_app(tiny_model_dir, DEFAULT_PLUGINS=(*BASE["DEFAULT_PLUGINS"], "tests.plugins.alert_recorder"))
+    app = app_factory(DEFAULT_PLUGINS=(*BASE["DEFAULT_PLUGINS"], "tests.plugins.alert_recorder"))
     try:
         browser = Browser(app.test_client())
         bank = app.extensions["privascan_registry"].banks["dermatology"]
@@ -153,23 +154,20 @@ def test_hook_alert_raised(tiny_model_dir):
             assert isinstance(value, (str, int, float, tuple)), field.name
             assert not isinstance(value, tuple) or all(isinstance(item, str) for item in value), field.name
         assert "SNOMED CT 93655004" in alert.explanation and "ICD-10 C43.9" in alert.explanation
-        # The plugin got exactly what the session's log holds.
-        assert browser.get("/live/log.json", htmx=False).get_json()["alerts"] == [alert.as_dict()]
+        # The plugin got exactly what the session's log holds (the log gives the time on the reader's clock, zone named).
+        logged = browser.get("/live/log.json", htmx=False).get_json()["alerts"]
+        assert [{**entry, "raised_at": dt.datetime.fromisoformat(entry["raised_at"])} for entry in logged] == \
+            [{**alert.as_dict(), "raised_at": dt.datetime.fromisoformat(alert.raised_at), "time_zone": logged[0]["time_zone"]}]
     finally:
-        app.extensions["privascan_worker"].stop()
         alert_recorder.RECEIVED.clear()
 
 
-def test_each_app_gets_its_own_plugin_manager(tiny_model_dir):
-    first = make_app(tiny_model_dir)
-    second = make_app(tiny_model_dir, DEFAULT_PLUGINS=("plugins.medsiglip", "plugins.dermatology", "tests.plugins.echo_plugin"))
-    try:
-        assert "echo" not in first.extensions["privascan_registry"].apps
-        assert "echo" in second.extensions["privascan_registry"].apps
-        assert first.extensions["privascan_plugins"] is not second.extensions["privascan_plugins"]
-    finally:
-        first.extensions["privascan_worker"].stop()
-        second.extensions["privascan_worker"].stop()
+def test_each_app_gets_its_own_plugin_manager(app_factory):
+    first = app_factory()
+    second = app_factory(DEFAULT_PLUGINS=("plugins.medsiglip", "plugins.dermatology", "tests.plugins.echo_plugin"))
+    assert "echo" not in first.extensions["privascan_registry"].apps
+    assert "echo" in second.extensions["privascan_registry"].apps
+    assert first.extensions["privascan_plugins"] is not second.extensions["privascan_plugins"]
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from webapp.prompt_bank import (
-    KNOWN_GROUPS,
     PromptBankError,
     load_prompt_bank,
     parse_prompt_bank,
@@ -45,7 +44,7 @@ def test_every_condition_is_complete(bank_file):
         where = f"{bank_file.name}: {condition.id}"
         assert SNAKE_CASE.match(condition.id), where
         assert condition.label.strip(), where
-        assert condition.groups and set(condition.groups) <= KNOWN_GROUPS, where
+        assert condition.groups and set(condition.groups) <= set(bank.group_tags), where
         assert 2 <= len(condition.descriptions) <= 3, where
         assert all(d.strip() and not d.endswith(".") for d in condition.descriptions), where
         assert condition.summary.strip(), where
@@ -135,6 +134,7 @@ def test_chest_xray_bank_content():
 GOOD_HEAD = """
 name = "test"
 title = "Test bank"
+group_tags = ["malignant", "premalignant", "benign", "normal", "urgent", "abnormal"]
 
 [template_sets.photo]
 label = "Photo"
@@ -150,6 +150,11 @@ descriptions = ["melanoma"]
 snomed_ct = "93655004"
 icd10 = "C43.9"
 alert_threshold = 0.3
+"""
+
+RULES = """
+[rules]
+high_risk_groups = ["malignant"]
 """
 
 NEVUS = """
@@ -176,10 +181,36 @@ def error_of(text: str) -> str:
 
 
 def test_minimal_valid_bank_parses():
-    bank = parse(GOOD_HEAD + MELANOMA + NEVUS)
+    bank = parse(GOOD_HEAD + RULES + MELANOMA + NEVUS)
     assert [c.id for c in bank.conditions] == ["melanoma", "nevus"]
     assert bank.condition("nevus").alert_threshold == 0.5  # default
-    assert bank.rules.high_risk_groups == ("malignant",)  # defaults when [rules] is absent
+    assert bank.rules.high_risk_groups == ("malignant",)
+    assert bank.rules.watch_groups == ()  # nothing watched unless the bank says so
+    assert "malignant" in bank.group_tags
+
+
+def test_a_bank_must_say_which_groups_are_high_risk():
+    # The core has no dermatology default any more: a bank without high-risk
+    # groups could never report "high", a silent under-triage.
+    assert "rules: high_risk_groups is missing" in error_of(GOOD_HEAD + MELANOMA + NEVUS)
+    assert "rules: high_risk_groups must name at least one group tag" in error_of(
+        GOOD_HEAD + '[rules]\nhigh_risk_groups = []\n' + MELANOMA
+    )
+
+
+def test_a_bank_declares_its_group_tags():
+    without = GOOD_HEAD.replace('group_tags = ["malignant", "premalignant", "benign", "normal", "urgent", "abnormal"]\n', "")
+    assert "group_tags must list the bank's group tags" in error_of(without + RULES + MELANOMA)
+    # Any tag the bank declares is fine, whatever the modality calls it.
+    own = GOOD_HEAD.replace('"urgent", "abnormal"]', '"urgent", "abnormal", "vascular"]')
+    bank = parse(own + '[rules]\nhigh_risk_groups = ["vascular"]\n' + MELANOMA.replace('["malignant"]', '["vascular"]'))
+    assert bank.rules.high_risk_groups == ("vascular",)
+    assert bank.condition("melanoma").groups == ("vascular",)
+
+
+def test_rules_may_only_use_declared_group_tags():
+    message = error_of(GOOD_HEAD + '[rules]\nhigh_risk_groups = ["malignent"]\n' + MELANOMA)
+    assert "rules: high_risk_groups has unknown group tag(s) malignent" in message
 
 
 def test_missing_label_names_the_condition():
@@ -226,13 +257,13 @@ def test_threshold_outside_unit_interval(value):
 
 @pytest.mark.parametrize("value", ["0", "1", "0.0", "1.0"])
 def test_threshold_bounds_are_allowed(value):
-    parse(GOOD_HEAD + MELANOMA.replace("alert_threshold = 0.3", f"alert_threshold = {value}"))
+    parse(GOOD_HEAD + RULES + MELANOMA.replace("alert_threshold = 0.3", f"alert_threshold = {value}"))
 
 
 def test_unknown_group_tag_is_named():
     message = error_of(GOOD_HEAD + MELANOMA.replace('["malignant"]', '["malignent"]'))
     assert "condition 'Melanoma': unknown group tag(s) malignent" in message
-    assert "known: " in message
+    assert "the bank's group_tags: malignant" in message
 
 
 def test_groups_must_be_a_list():
@@ -290,7 +321,7 @@ def test_snomed_ct_ids_are_checked(code, problem):
 
 
 def test_snomed_ct_without_quotes_is_accepted():
-    bank = parse(GOOD_HEAD + MELANOMA.replace('"93655004"', "93655004"))
+    bank = parse(GOOD_HEAD + RULES + MELANOMA.replace('"93655004"', "93655004"))
     assert bank.condition("melanoma").snomed_ct == "93655004"
 
 
@@ -356,9 +387,9 @@ def test_load_reports_invalid_toml(tmp_path):
 
 def test_content_hash_follows_the_file(tmp_path):
     first = tmp_path / "a.toml"
-    first.write_text(GOOD_HEAD + MELANOMA)
+    first.write_text(GOOD_HEAD + RULES + MELANOMA)
     second = tmp_path / "b.toml"
-    second.write_text(GOOD_HEAD + MELANOMA.replace('descriptions = ["melanoma"]', 'descriptions = ["a melanoma"]'))
+    second.write_text(GOOD_HEAD + RULES + MELANOMA.replace('descriptions = ["melanoma"]', 'descriptions = ["a melanoma"]'))
     assert load_prompt_bank(first).content_hash != load_prompt_bank(second).content_hash
     assert load_prompt_bank(first).content_hash == load_prompt_bank(first).content_hash
 

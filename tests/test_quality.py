@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from tests import degrade
-from tests.conftest import NCI_PHOTO
+from tests.helpers import NCI_PHOTO
 from tests.synthetic import SKIN_TONES, make_lesion_photo
 from webapp.cropping import square_region
 from webapp.interfaces import Box
@@ -176,7 +176,7 @@ def _bank(extra: str) -> dict:
     import tomllib
 
     return tomllib.loads(
-        'name = "t"\n[template_sets.a]\ntemplates = ["a {}."]\n[[conditions]]\nlabel = "X"\ngroups = ["benign"]\n'
+        'name = "t"\ngroup_tags = ["benign", "malignant"]\n[rules]\nhigh_risk_groups = ["malignant"]\n[template_sets.a]\ntemplates = ["a {}."]\n[[conditions]]\nlabel = "X"\ngroups = ["benign"]\n'
         'descriptions = ["x"]\n' + extra
     )
 

@@ -80,38 +80,32 @@ def test_it_writes_a_complete_package(scaffolded):
     assert '{% extends "partials/result_base.html" %}' in (scaffolded / PACKAGE / "templates" / NAME / "result.html").read_text()
 
 
-def test_the_running_app_offers_the_installed_plugin(tiny_model_dir, scaffolded):
+def test_the_running_app_offers_the_installed_plugin(app_factory, scaffolded):
     assert [ep.value for ep in importlib.metadata.entry_points(group="privascan", name=NAME)] == [PACKAGE]
-    app = make_app(tiny_model_dir, PLUGIN_ALLOWLIST=(NAME,))
-    try:
-        registry = app.extensions["privascan_registry"]
-        assert app.extensions["privascan_plugins"].get_plugin(NAME) is not None
-        assert registry.apps[NAME].title == "Retina (demo)"
-        assert registry.banks[NAME].conditions  # loaded and validated at start-up
-        browser = Browser(app.test_client())
-        page = browser.get("/", htmx=False).get_data(as_text=True)
-        picker = re.search(r'<select name="app">(.*?)</select>', page, re.DOTALL).group(1)
-        assert f'<option value="{NAME}">Retina (demo)</option>' in picker
+    app = app_factory(PLUGIN_ALLOWLIST=(NAME,))
+    registry = app.extensions["privascan_registry"]
+    assert app.extensions["privascan_plugins"].get_plugin(NAME) is not None
+    assert registry.apps[NAME].title == "Retina (demo)"
+    assert registry.banks[NAME].conditions  # loaded and validated at start-up
+    browser = Browser(app.test_client())
+    page = browser.get("/", htmx=False).get_data(as_text=True)
+    picker = re.search(r'<select name="app">(.*?)</select>', page, re.DOTALL).group(1)
+    assert f'<option value="{NAME}">Retina (demo)</option>' in picker
 
-        # Picked in the UI, it analyses with its own bank and shows its own template and stylesheet.
-        assert browser.post("/settings", data={"app": NAME, "template_set": "clinical"}).status_code == 200
-        browser.upload((photo_bytes(9), "eye.jpg"))
-        (photo_id,) = browser.photo_ids()
-        assert browser.post(f"/photos/{photo_id}/analyze").status_code == 200
-        assert app.extensions["privascan_worker"].join_idle(120)
-        card = browser.get(f"/photos/{photo_id}/card").get_data(as_text=True)
-        assert f"result-{NAME}" in card and "Abnormal finding" in card and "No finding" in card
-        assert "All findings, most likely first" in card and card.count("<progress") == 2
-        css = browser.get(f"/plugins/{NAME}/static/{NAME}.css", htmx=False)
-        assert css.status_code == 200 and f".result-{NAME}".encode() in css.data
-    finally:
-        app.extensions["privascan_worker"].stop()
+    # Picked in the UI, it analyses with its own bank and shows its own template and stylesheet.
+    assert browser.post("/settings", data={"app": NAME, "template_set": "clinical"}).status_code == 200
+    browser.upload((photo_bytes(9), "eye.jpg"))
+    (photo_id,) = browser.photo_ids()
+    assert browser.post(f"/photos/{photo_id}/analyze").status_code == 200
+    assert app.extensions["privascan_worker"].join_idle(120)
+    card = browser.get(f"/photos/{photo_id}/card").get_data(as_text=True)
+    assert f"result-{NAME}" in card and "Abnormal finding" in card and "No finding" in card
+    assert "All findings, most likely first" in card and card.count("<progress") == 2
+    css = browser.get(f"/plugins/{NAME}/static/{NAME}.css", htmx=False)
+    assert css.status_code == 200 and f".result-{NAME}".encode() in css.data
     # Not allow-listed, it is not loaded.
-    other = make_app(tiny_model_dir, PLUGIN_ALLOWLIST=())
-    try:
-        assert NAME not in other.extensions["privascan_registry"].apps
-    finally:
-        other.extensions["privascan_worker"].stop()
+    other = app_factory(PLUGIN_ALLOWLIST=())
+    assert NAME not in other.extensions["privascan_registry"].apps
 
 
 def test_the_scaffolded_tests_pass(scaffolded):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import NCI_PHOTO
+from tests.helpers import NCI_PHOTO
 from tests.synthetic import SKIN_TONES, make_lesion_photo
 from webapp.cropping import square_region
 from webapp.skin_tone import band_for, estimate_skin_tone, ita_degrees

@@ -110,6 +110,9 @@ def test_chest_xray_tiers():
 
 BASE = """
 name = "t"
+group_tags = ["benign", "malignant"]
+[rules]
+high_risk_groups = ["malignant"]
 [template_sets.a]
 templates = ["a {}."]
 [[conditions]]

@@ -12,7 +12,7 @@ import re
 import pytest
 from PIL import Image
 
-from tests.helpers import NCI_PHOTO, Browser, jpeg_bytes, make_app, photo_bytes
+from tests.helpers import NCI_PHOTO, Browser, jpeg_bytes, photo_bytes
 
 
 def cards(html: str) -> list[str]:
@@ -126,33 +126,30 @@ def test_pixel_bomb_is_refused(browser):
     assert "pixels" in message_text(response)
 
 
-def test_file_over_the_size_limit(tiny_model_dir):
-    app = make_app(tiny_model_dir, MAX_FILE_BYTES=50_000)
+def test_file_over_the_size_limit(app_factory):
+    app = app_factory(MAX_FILE_BYTES=50_000)
     browser = Browser(app.test_client())
     response = browser.upload((photo_bytes(7, quality=100) + bytes(60_000), "huge.jpg"))
     assert response.status_code == 413
     assert "larger than" in message_text(response)
-    app.extensions["privascan_worker"].stop()
 
 
-def test_request_over_the_body_limit_is_refused_before_reading(tiny_model_dir):
-    app = make_app(tiny_model_dir, MAX_CONTENT_LENGTH=100_000)
+def test_request_over_the_body_limit_is_refused_before_reading(app_factory):
+    app = app_factory(MAX_CONTENT_LENGTH=100_000)
     browser = Browser(app.test_client())
     response = browser.upload((bytes(200_000), "big.jpg"))
     assert response.status_code == 413
     assert "larger than" in message_text(response)
-    app.extensions["privascan_worker"].stop()
 
 
-def test_photo_cap_per_session(tiny_model_dir):
-    app = make_app(tiny_model_dir, MAX_PHOTOS_PER_SESSION=2)
+def test_photo_cap_per_session(app_factory):
+    app = app_factory(MAX_PHOTOS_PER_SESSION=2)
     browser = Browser(app.test_client())
     response = browser.upload(*[(photo_bytes(10 + i), f"p{i}.jpg") for i in range(3)])
     assert response.status_code == 200  # two were added
     assert "2 photos, the most allowed" in message_text(response)
     assert len(browser.photo_ids()) == 2
     assert browser.upload((photo_bytes(20), "more.jpg")).status_code == 413
-    app.extensions["privascan_worker"].stop()
 
 
 def test_no_file_at_all(browser):
@@ -178,7 +175,8 @@ def test_delete_one_photo_and_clear_the_session(app, browser):
     browser.upload((photo_bytes(40), "a.jpg"), (photo_bytes(41), "b.jpg"))
     first, second = browser.photo_ids()
     response = browser.post(f"/photos/{first}/delete")
-    assert response.status_code == 200 and first not in response.get_data(as_text=True)
+    # Its card is gone; only the Undo beside the message still names it.
+    assert response.status_code == 200 and f'id="photo-{first}"' not in response.get_data(as_text=True)
     assert browser.get(f"/photos/{first}/thumbnail.jpg").status_code == 404
     store = app.extensions["privascan_store"]
     assert len(store) == 1
@@ -205,7 +203,7 @@ def wait_for_worker(app):
     assert app.extensions["privascan_worker"].join_idle(120)
 
 
-def test_analyze_one_photo_polls_then_shows_the_result(app, browser):
+def test_analyse_one_photo_polls_then_shows_the_result(app, browser):
     import threading
 
     from webapp.worker import Job
@@ -254,7 +252,7 @@ def test_runner_up_heatmap_on_request(app, browser):
     assert browser.post(f"/photos/{photo_id}/explain/not_a_condition").status_code == 404
 
 
-def test_analyze_all(app, browser):
+def test_analyse_all(app, browser):
     browser.upload((photo_bytes(70), "a.jpg"), (photo_bytes(71), "b.jpg"))
     response = browser.post("/analyze-all")
     assert "Queued 2 photos" in message_text(response)
@@ -306,8 +304,8 @@ def test_a_featureless_picture_is_cant_assess_with_a_hint_and_analyse_anyway(app
     assert "Low quality: analysed anyway" in card and "Most likely" in card and "No advice is shown" in card
 
 
-def test_queue_full_answers_busy_with_retry_after(tiny_model_dir):
-    app = make_app(tiny_model_dir, QUEUE_SIZE=1)
+def test_queue_full_answers_busy_with_retry_after(app_factory):
+    app = app_factory(QUEUE_SIZE=1)
     browser = Browser(app.test_client())
     browser.upload(*[(photo_bytes(80 + i), f"p{i}.jpg") for i in range(4)])
     app.extensions["privascan_worker"].stop()  # nothing drains the queue now
@@ -319,8 +317,8 @@ def test_queue_full_answers_busy_with_retry_after(tiny_model_dir):
     assert "busy" in message_text(busy)
 
 
-def test_analyze_is_refused_while_no_model_is_available(tiny_model_dir, tmp_path):
-    app = make_app(tiny_model_dir, MODEL=str(tmp_path / "nowhere"))
+def test_analyse_is_refused_while_no_model_is_available(app_factory, tmp_path):
+    app = app_factory(MODEL=str(tmp_path / "nowhere"))
     browser = Browser(app.test_client())
     page = browser.get("/", htmx=False).get_data(as_text=True)
     assert "Model unavailable" in page
@@ -330,7 +328,6 @@ def test_analyze_is_refused_while_no_model_is_available(tiny_model_dir, tmp_path
     response = browser.post(f"/photos/{browser.photo_ids()[0]}/analyze")
     assert response.status_code == 409
     assert "not available yet" in message_text(response)
-    app.extensions["privascan_worker"].stop()
 
 
 # -- settings -------------------------------------------------------------------
@@ -433,8 +430,7 @@ def test_security_headers(client):
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
 
 
-def test_session_cookie_is_secure_outside_tests(tiny_model_dir):
-    app = make_app(tiny_model_dir, SESSION_COOKIE_SECURE=True)
+def test_session_cookie_is_secure_outside_tests(app_factory):
+    app = app_factory(SESSION_COOKIE_SECURE=True)
     cookie = app.test_client().get("/").headers["Set-Cookie"]
     assert "Secure" in cookie
-    app.extensions["privascan_worker"].stop()

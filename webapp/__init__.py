@@ -32,7 +32,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     # turns the warning in between into an error.
     Image.MAX_IMAGE_PIXELS = app.config["MAX_IMAGE_PIXELS"]
 
-    from . import errors, i18n, jobs, metrics, plugin_assets, security, sessions
+    from . import errors, i18n, jobs, local_time, metrics, page_words, plugin_assets, security, sessions
     from .adapter import install_adapter
     from .bank_overrides import apply_bank_overrides
     from .plugins import build_registry, make_plugin_manager, plugin_folders
@@ -44,7 +44,9 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     Htmx(app)
     i18n.init_app(app)  # the request's language, its in-memory catalogue, Babel's formats
+    page_words.init_app(app)  # the scripts' words, in the page's language
     sessions.init_app(app)  # after Htmx: it installs the in-memory request class
+    local_time.init_app(app)  # after sessions: it remembers the browser's time zone in the session
     security.init_app(app)
     errors.init_app(app)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import secrets
 
-from flask import Flask, render_template, request
+from flask import Flask, current_app, render_template, request
 from flask_babel import gettext
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -42,10 +42,13 @@ def render_error(status: int, message: str):
         return {"error": message, "status": status}, status, {}
     if request.headers.get("HX-Request"):
         # Whatever the request targeted (a card, the timeline), the message
-        # goes to the message area and leaves the rest of the page untouched.
-        body = render_template("partials/messages.html", messages=[("error", message)])
-        return body, status, {"HX-Retarget": "#messages", "HX-Reswap": "outerHTML"}
-    return render_template("error.html", messages=[("error", message)], status=status, clinical_app=None), status, {}
+        # goes into the message area (out of band, so the live region stays
+        # and announces it) and the rest of the page is left untouched.
+        body = render_template("partials/messages.html", messages=[("error", message)], oob_messages=True)
+        return body, status, {"HX-Retarget": "#messages", "HX-Reswap": "none"}
+    # Every page carries the demo banner in demo mode, error pages too.
+    return render_template("error.html", messages=[("error", message)], status=status, clinical_app=None,
+                           demo=current_app.config.get("DEMO_MODEL", False)), status, {}
 
 
 def init_app(app: Flask) -> None:

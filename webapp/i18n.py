@@ -27,7 +27,7 @@ from babel import Locale
 from babel.messages import mofile, pofile
 from babel.support import Translations
 from flask import Flask, has_request_context, request
-from babel.dates import format_date, format_datetime
+from babel.dates import format_date
 from babel.numbers import format_decimal
 from flask_babel import Babel, get_locale, gettext
 from markupsafe import escape
@@ -183,21 +183,6 @@ def percent(fraction: float, digits: int = 1) -> str:
     return f"{number(100 * fraction, digits)} %"
 
 
-def long_date(day) -> str:
-    """``2 December 2026`` / ``2 de diciembre de 2026``."""
-    return format_date(day, "long", locale=current_locale())
-
-
-def full_date(day) -> str:
-    """``Wednesday, 2 December 2026`` / ``miércoles, 2 de diciembre de 2026``."""
-    return format_date(day, "full", locale=current_locale())
-
-
-def date_time(moment) -> str:
-    """``Dec 3, 2026, 2:05:00 PM`` / ``3 dic 2026, 14:05:00``."""
-    return format_datetime(moment, "medium", locale=current_locale())
-
-
 def short_date(day) -> str:
     """``2 Dec 2026`` / ``2 dic 2026``."""
     return format_date(day, "medium", locale=current_locale())
@@ -237,7 +222,7 @@ def init_app(app: Flask) -> None:
 
     app.jinja_env.filters.update(
         number=number, signed=signed, significant=significant, pct=percent,
-        long_date=long_date, full_date=full_date, date_time=date_time, short_date=short_date, translate=translate,
+        short_date=short_date, translate=translate,
         stage_name=stage_name, check_name=check_name,
         condition_label=lambda condition_id, bank: bank.condition(condition_id).label,
     )

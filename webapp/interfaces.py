@@ -136,10 +136,11 @@ class ConfidenceLevel:
 class InterpretationRules:
     """Bank-specific rules read by the generic interpreter in ``webapp.interpret``."""
 
+    # The defaults are generic; each bank names its own groups (``[rules]`` in its TOML).
     # Groups whose probabilities are consolidated and that make a headline high risk.
-    high_risk_groups: tuple[str, ...] = ("malignant",)
+    high_risk_groups: tuple[str, ...] = ()
     # Groups that raise the risk to "moderate" when they are the headline.
-    watch_groups: tuple[str, ...] = ("premalignant",)
+    watch_groups: tuple[str, ...] = ()
     # Shannon entropy (bits) above which the ranking is flagged unreliable.
     entropy_limit_bits: float = 2.5
     # A high-risk/other mix closer than this is reported as "not clear".
@@ -215,6 +216,8 @@ class PromptBank:
     conditions: tuple[Condition, ...]
     template_sets: tuple[TemplateSet, ...]
     rules: InterpretationRules = field(default_factory=InterpretationRules)
+    # Every group tag the conditions and rules may use, declared by the bank.
+    group_tags: tuple[str, ...] = ()
     content_hash: str = ""
     quality: QualityLimits = field(default_factory=QualityLimits)
     scope: ScopeRules = field(default_factory=ScopeRules)

@@ -49,7 +49,7 @@ from .interpret import group_names
 EPSILON = 1e-9
 LOG_LIMIT = 500  # alerts kept per session; the oldest go first
 LOG_FIELDS = (
-    "number", "raised_at", "condition_id", "label", "score", "threshold",
+    "number", "raised_at", "time_zone", "condition_id", "label", "score", "threshold", "frames",
     "groups", "snomed_ct", "icd10", "explanation",
 )
 
@@ -182,7 +182,7 @@ class Alert:
     snomed_ct: str
     icd10: str
     explanation: str  # in the language of the request that raised it (the exports keep it so)
-    frames: int = 0  # frames the average was taken over (0 in alerts kept before this field existed)
+    frames: int = 0  # frames the average was taken over (fewer than the window just after Start)
 
     def as_dict(self) -> dict:
         record = asdict(self)
@@ -334,8 +334,18 @@ class LiveState:
             return self.tracker.smoothed(condition_id)
 
 
-def log_json(alerts: Iterable[Alert]) -> list[dict]:
-    return [alert.as_dict() for alert in alerts]
+def _on_clock(record: dict, zone: dt.tzinfo | None) -> dict:
+    """``raised_at`` on the reader's clock (``zone``), with the zone named; the server's offset if none is given."""
+    moment = dt.datetime.fromisoformat(record["raised_at"])
+    if zone is not None:
+        moment = moment.astimezone(zone)
+    record["raised_at"] = moment.isoformat(timespec="seconds")
+    record["time_zone"] = getattr(moment.tzinfo, "key", None) or moment.tzname() or ""
+    return record
+
+
+def log_json(alerts: Iterable[Alert], zone: dt.tzinfo | None = None) -> list[dict]:
+    return [_on_clock(alert.as_dict(), zone) for alert in alerts]
 
 
 def _cell(value) -> str:
@@ -344,11 +354,11 @@ def _cell(value) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@") else text
 
 
-def log_csv(alerts: Iterable[Alert]) -> str:
+def log_csv(alerts: Iterable[Alert], zone: dt.tzinfo | None = None) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(LOG_FIELDS)
     for alert in alerts:
-        record = alert.as_dict()
+        record = _on_clock(alert.as_dict(), zone)
         writer.writerow([_cell(record[name]) for name in LOG_FIELDS])
     return buffer.getvalue()

@@ -19,16 +19,28 @@ from .plugins import Registry
 
 log = logging.getLogger(__name__)
 
+READY = Message(N_("Photos can be analysed."))
+
 
 @dataclass
 class ModelStatus:
     state: str = "waiting"  # waiting, loading, ready, unavailable
     # Messages (made on the loader thread, shown in each reader's language).
-    message: str = Message(N_("Waiting to load the model."))
+    message: str = Message(N_("Starting up: the model will begin loading in a moment."))
     advice: str = ""
     seconds: float = 0.0
     # Work still running after "ready" (other banks' descriptions): the status line keeps polling.
     background: str = ""
+    # The model's technical description (architecture, copy, device), behind "Technical details".
+    detail: str = ""
+    # Progress while loading: step of steps (weights, then each picture kind needed first), since when.
+    step: int = 0
+    steps: int = 0
+    started_at: float = 0.0
+
+    @property
+    def elapsed(self) -> int:
+        return int(time.time() - self.started_at) if self.started_at else 0
 
     @property
     def ready(self) -> bool:
@@ -62,6 +74,8 @@ class ModelManager:
         # at start-up: some (matplotlib under pytorch-grad-cam, ultralytics)
         # create cache folders on first import, which must not happen while
         # a user's photo is being handled.
+        for name in self.registry.classifiers:
+            self._set(name, message=Message(N_("Starting up: loading the image libraries before the model…")), started_at=time.time())
         for part in [*self.registry.detectors.values(), *self.registry.explainers.values()]:
             if isinstance(part, LoadsAtStartup):
                 try:
@@ -79,21 +93,24 @@ class ModelManager:
 
     def _load(self, name: str, classifier) -> None:
         started = time.perf_counter()
-        self._set(name, state="loading", message=Message(N_("Loading the model weights…")), advice="")
+        pairs = self._pairs_default_first(name)
+        self._set(name, state="loading", message=Message(N_("Loading the model (step 1: reading its weights)…")), advice="",
+                  step=1, steps=1 + (1 if isinstance(classifier, PreparesBanks) and pairs else 0), started_at=time.time())
         try:
             classifier.load()
-            pairs = self._pairs_default_first(name)
             if isinstance(classifier, PreparesBanks) and pairs:
                 # The default modality's default picture kind first: analysis can
                 # start as soon as it is ready (on a CPU each set takes a minute or
                 # two); the rest are prepared while people already work. A request
                 # for one not prepared yet computes it on demand (the classifier
                 # serialises that with its own lock).
-                self._set(name, message=Message(N_("Preparing condition descriptions (1 of %(total)d)…"), total=len(pairs)))
+                self._set(name, step=2, message=Message(N_("Loading the model (step 2: learning the conditions' descriptions)…")))
                 classifier.prepare(*pairs[0])
-                self._set(name, state="ready", message=_described(classifier), seconds=time.perf_counter() - started)
+                self._set(name, state="ready", message=READY, detail=_described(classifier),
+                          seconds=time.perf_counter() - started)
                 for index, (bank, template_set) in enumerate(pairs[1:], start=2):
-                    self._set(name, background=Message(N_("Preparing the other picture kinds (%(index)d of %(total)d)…"),
+                    self._set(name, background=Message(N_("Getting the other kinds of picture ready too (%(index)d of "
+                                                          "%(total)d); until then, choosing one of them takes a minute longer."),
                                                        index=index, total=len(pairs)))
                     classifier.prepare(bank, template_set)
             if isinstance(classifier, ReleasesTextTower):
@@ -113,7 +130,8 @@ class ModelManager:
         self._set(
             name,
             state="ready",
-            message=_described(classifier),
+            message=READY,
+            detail=_described(classifier),
             background="",
             seconds=time.perf_counter() - started,
         )

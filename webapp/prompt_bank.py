@@ -29,9 +29,6 @@ from .interfaces import (
 )
 from .quality import parse_quality_limits
 
-KNOWN_GROUPS = frozenset(
-    {"malignant", "premalignant", "benign", "inflammatory", "infectious", "normal", "urgent", "abnormal"}
-)
 # Ids end up in URLs, HTML attributes and cache keys.
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # A language code as the translations tables name them: "es", "pt_BR".
@@ -100,8 +97,9 @@ def parse_prompt_bank(data: dict[str, Any], source: str = "bank", content: bytes
     if not isinstance(name, str) or not name:
         errors.append("missing 'name'")
     conditions = _parse_conditions(data.get("conditions"), errors)
+    group_tags = _parse_group_tags(data.get("group_tags"), conditions, errors)
     template_sets = _parse_template_sets(data.get("template_sets"), errors)
-    rules = _parse_rules(data.get("rules", {}), errors)
+    rules = _parse_rules(data.get("rules", {}), group_tags, errors)
     quality = parse_quality_limits(data.get("quality"), errors)
     scope = _parse_scope(data.get("scope"), errors)
     triage = _parse_triage(data.get("triage"), rules, errors)
@@ -118,6 +116,7 @@ def parse_prompt_bank(data: dict[str, Any], source: str = "bank", content: bytes
         conditions=tuple(conditions),
         template_sets=tuple(template_sets),
         rules=rules,
+        group_tags=group_tags,
         content_hash=digest,
         quality=quality,
         scope=scope,
@@ -229,9 +228,6 @@ def _parse_conditions(raw: Any, errors: list[str]) -> list[Condition]:
             groups = []
         elif not groups:
             errors.append(f"{where}: needs at least one group tag")
-        unknown = sorted(set(groups) - KNOWN_GROUPS)
-        if unknown:
-            errors.append(f"{where}: unknown group tag(s) {', '.join(unknown)} (known: {', '.join(sorted(KNOWN_GROUPS))})")
 
         threshold = entry.get("alert_threshold", 0.5)
         if not _is_number(threshold) or not 0.0 <= float(threshold) <= 1.0:
@@ -329,7 +325,30 @@ def _parse_template_sets(raw: Any, errors: list[str]) -> list[TemplateSet]:
     return template_sets
 
 
-def _parse_rules(raw: Any, errors: list[str]) -> InterpretationRules:
+def _parse_group_tags(raw: Any, conditions: list[Condition], errors: list[str]) -> tuple[str, ...]:
+    """``group_tags``: every tag the bank's conditions and rules may use, declared by the bank.
+
+    The core knows no group of its own (a skin bank speaks of "malignant", a
+    chest bank of "urgent"); declaring them lets a mistyped tag in a condition
+    or in the rules fail at start-up instead of silently matching nothing.
+    """
+    tags = _string_list(raw)
+    if tags is None or not tags or not all(_ID_PATTERN.match(tag) for tag in tags):
+        errors.append('group_tags must list the bank\'s group tags, e.g. group_tags = ["benign", "malignant"]')
+        return ()
+    if len(set(tags)) != len(tags):
+        errors.append("group_tags lists the same tag twice")
+    for condition in conditions:
+        unknown = sorted(set(condition.groups) - set(tags))
+        if unknown:
+            errors.append(
+                f"condition '{condition.label}': unknown group tag(s) {', '.join(unknown)} "
+                f"(the bank's group_tags: {', '.join(tags)})"
+            )
+    return tuple(tags)
+
+
+def _parse_rules(raw: Any, group_tags: tuple[str, ...], errors: list[str]) -> InterpretationRules:
     defaults = InterpretationRules()
     if not isinstance(raw, dict):
         errors.append("rules: [rules] must be a table")
@@ -368,10 +387,16 @@ def _parse_rules(raw: Any, errors: list[str]) -> InterpretationRules:
         if value is None:
             errors.append(f"rules: {key} must be a list of group tags")
             value = []
-        unknown = sorted(set(value) - KNOWN_GROUPS)
-        if unknown:
-            errors.append(f"rules: {key} has unknown group tag(s) {', '.join(unknown)}")
+        unknown = sorted(set(value) - set(group_tags))
+        if unknown and group_tags:
+            errors.append(f"rules: {key} has unknown group tag(s) {', '.join(unknown)} (the bank's group_tags: {', '.join(group_tags)})")
         group_lists[key] = tuple(value)
+    # Which groups are high risk is the modality's call; without it no result
+    # could ever read "high", which would be a silent under-triage.
+    if not group_lists["high_risk_groups"] and "high_risk_groups" in raw:
+        errors.append("rules: high_risk_groups must name at least one group tag")
+    elif not group_lists["high_risk_groups"]:
+        errors.append('rules: high_risk_groups is missing: say which group tags are high risk, e.g. [rules] high_risk_groups = ["malignant"]')
     overlap = sorted(set(group_lists["high_risk_groups"]) & set(group_lists["watch_groups"]))
     if overlap:
         errors.append(f"rules: group(s) {', '.join(overlap)} cannot be both high risk and watch")

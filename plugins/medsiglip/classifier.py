@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Sequence
 
 from PIL import Image
 
-from webapp.cropping import pad_to_square
 from webapp.i18n import N_, Message
 from webapp.memory import release_freed_memory
 from webapp.interfaces import ModelUnavailable, PromptBank, Scores, TemplateSet
@@ -524,10 +523,16 @@ class MedSigLIPClassifier:
         self._require_loaded()
         import torch
 
-        # Pad to square first (Google's serving code); the processor then resizes to 448 with
-        # bilinear interpolation and maps [0, 255] to (-1, 1). The core already sends 448 squares.
-        squares = [pad_to_square(crop) for crop in crops]
-        batch = self.processor.image_processor(images=squares, return_tensors="pt")["pixel_values"]
+        # The core cuts every crop as a padded square (webapp.cropping.square_crop, as
+        # Google's serving code pads); the processor would stretch anything else when it
+        # resizes to 448 (bilinear) and maps [0, 255] to (-1, 1), so refuse it instead.
+        for crop in crops:
+            if crop.width != crop.height:
+                raise ValueError(
+                    f"MedSigLIP scores square crops; got {crop.width}x{crop.height}. "
+                    "Cut it with webapp.cropping.square_crop first."
+                )
+        batch = self.processor.image_processor(images=list(crops), return_tensors="pt")["pixel_values"]
         return batch.to(self.device, dtype=torch.float32)
 
     def logits_from_image_features(

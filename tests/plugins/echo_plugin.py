@@ -18,6 +18,9 @@ from webapp.prompt_bank import parse_prompt_bank
 BANK = """
 name = "echo"
 title = "Echo test modality"
+group_tags = ["normal", "abnormal"]
+[rules]
+high_risk_groups = ["abnormal"]
 [template_sets.plain]
 label = "Plain picture"
 templates = ["a picture of {}.", "an image showing {}."]

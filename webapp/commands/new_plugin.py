@@ -200,6 +200,8 @@ FILES["$package/prompts/$name.toml"] = '''\
 
 name = "$name"
 title = $title_toml
+# Every group tag the conditions and rules below may use.
+group_tags = ["normal", "abnormal"]
 
 [rules]
 # Groups whose conditions make a result "high concern" (and are combined).

@@ -20,7 +20,7 @@ bp = Blueprint("api", __name__, url_prefix="/api")
 
 
 @bp.post("/analyze")
-def analyze():
+def analyse():
     settings = _settings_from_query()
     upload = request.files.get("image")
     if upload is None:

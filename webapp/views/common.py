@@ -10,7 +10,6 @@ file picker and every button are plain forms.)
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 from itertools import groupby
 
 from flask import current_app, g, render_template, request, session
@@ -19,6 +18,7 @@ from ..bank_i18n import localized_app, shown_bank
 from ..interfaces import ClinicalApp, PromptBank
 from ..jobs import clinical_app_for, queue_position
 from ..live import effective_thresholds
+from ..local_time import user_today
 from ..pipeline import read
 from ..sessions import current_data
 
@@ -60,6 +60,22 @@ def timeline_groups():
     return [(day, list(items)) for day, items in groupby(photos, key=lambda p: p.taken_on)]
 
 
+def waiting_photos() -> list:
+    """This session's photos that are queued or being analysed (their cards poll)."""
+    data = current_data()
+    return [p for p in data.photos.values() if p.state in ("queued", "running")] if data else []
+
+
+def session_timing() -> dict:
+    """What the page's session timer needs: the idle limit, and the absolute end (epoch seconds; 0 before the session holds data)."""
+    config = current_app.config
+    started = session.get("started") if current_data() is not None else None
+    return {
+        "idle_seconds": int(config["SESSION_IDLE_MINUTES"] * 60),
+        "ends_at": int(started + config["SESSION_LIFETIME_HOURS"] * 3600) if started else 0,
+    }
+
+
 def use_adapter() -> bool:
     """Whether this session reads results through the clinic's adapter (the debug panel can switch it off)."""
     return not settings().get("adapter_off")
@@ -98,7 +114,8 @@ def page_context() -> dict:
         "settings": settings(),
         "model_status": models.status(chosen.classifier),
         "groups": timeline_groups(),
-        "today": dt.date.today(),
+        "today": user_today(),
+        "waiting_photos": waiting_photos,
         "demo": current_app.config["DEMO_MODEL"],
         "debug": "debug" in request.args,
         "session_ended": g.get("session_ended", False),

@@ -17,7 +17,7 @@ bp = Blueprint("lesions", __name__)
 def _data():
     data = current_data()
     if data is None:
-        abort(404, description="Your session has no photos (it may have ended). Add a photo first.")
+        abort(404, description=_("Your session has no photos (it may have ended). Add a photo first."))
     return data
 
 

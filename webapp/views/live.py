@@ -11,7 +11,6 @@ log, to the page (and its speech), and to any ``alert_raised`` plugin.
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import json
 import logging
 import time
@@ -19,12 +18,13 @@ import time
 from flask import Blueprint, Response, abort, current_app, render_template, request, session
 from flask_babel import gettext as _
 
+from ..i18n import N_, significant
 from ..images import ImageRejected, safe_decode
 from ..jobs import NotReady, QueueFull, WorkerTimeout, analyse_live_frame, explain_live_crop, ready_clinical_app
+from ..local_time import user_now, user_zone, zone_label
 from ..live import LiveState, Smoothing, effective_thresholds, frame_rows, frame_timings, log_csv, log_json
 from ..sessions import current_data, get_store
 from ..store import StoreFull
-from ..i18n import N_
 from .common import bank_for, clinical_app, settings
 
 log = logging.getLogger(__name__)
@@ -182,11 +182,17 @@ def thresholds():
         chosen = {}
         message = _("Alert thresholds reset to the bank's values.")
     else:
+        current = _thresholds(bank)
+        changed = []
         for condition in bank.conditions:
             key = f"threshold_{condition.id}"
             if key in request.form:
-                chosen[condition.id] = _threshold(request.form[key], condition.label)
-        message = _("Alert thresholds saved for this session.")
+                chosen[condition.id] = _threshold(request.form[key], condition.label, current[condition.id])
+                if abs(chosen[condition.id] - current[condition.id]) > 1e-12:
+                    value = chosen[condition.id]
+                    changed.append(f"{condition.label} {significant(value, 6)} ({significant(100 * value, 6)} %)")
+        message = (_("Alert thresholds saved for this session: %(changes)s.", changes=", ".join(changed)) if changed
+                   else _("Alert thresholds saved for this session."))
     if chosen:
         new["thresholds"] = chosen
     else:
@@ -195,43 +201,56 @@ def thresholds():
     return _render("partials/live_thresholds.html", [("success", message)], thresholds_open=True)
 
 
-def _threshold(text: str, label: str) -> float:
+def _threshold(text: str, label: str, current: float) -> float:
+    kept = _("Nothing was saved; it stays %(value)s (%(percent)s %%).", value=significant(current, 6),
+             percent=significant(100 * current, 6))
     try:
         value = float(text)
     except ValueError:
-        abort(400, description=_("%(condition)s: please enter a threshold as a number between 0 and 1.", condition=label))
+        abort(400, description=_("%(condition)s: please enter a threshold as a number between 0 and 1. %(kept)s",
+                                 condition=label, kept=kept))
     if not 0.0 <= value <= 1.0:
-        abort(400, description=_("%(condition)s: please enter a threshold between 0 and 1 (for example 0.3 for 30 %%).",
-                                 condition=label))
+        abort(400, description=_("%(condition)s: %(value)s is not between 0 and 1 (for example 0.3 for 30 %%). %(kept)s",
+                                 condition=label, value=text.strip(), kept=kept))
     return value
+
+
+def _explain_refused(status: int, message: str):
+    """Why no heatmap: beside the button that asked (an HTMX request), not at the top of the page."""
+    if request.headers.get("HX-Request"):
+        return render_template("partials/live_explain.html", refusal=message), status
+    abort(status, description=message)
 
 
 @bp.post("/explain")
 def explain():
-    """A Grad-CAM heatmap for the last frame's crop (the top condition, or ``condition_id``)."""
+    """A Grad-CAM heatmap for the last frame's crop: for ``condition_id``, else the active alert, else the top match."""
     live = _live()
     if live is None:
-        abort(410, description=_("There is no live scan in this session to explain. Press Start first."))
+        return _explain_refused(410, _("There is no live scan in this session to explain. Press Start first."))
     chosen = clinical_app()
     if not chosen.explainer:
-        abort(409, description=_("This modality has no heatmap."))
+        return _explain_refused(409, _("This modality has no heatmap."))
     crop_jpeg, template_set, at = live.last_crop_jpeg, live.last_template_set, live.last_crop_at
     if not crop_jpeg:
-        abort(409, description=_("There is no frame to explain yet: the last frame had nothing in view to analyse. "
-                                 "Point the camera at the spot and try again."))
+        return _explain_refused(409, _("There is no frame to explain yet: the last frame had nothing in view to analyse. "
+                                       "Point the camera at the spot and try again."))
     bank = bank_for(chosen)
     condition_id = request.form.get("condition_id") or None
     if condition_id is not None and condition_id not in {c.id for c in bank.conditions}:
-        abort(400, description=_("That condition is not part of this modality."))
+        return _explain_refused(400, _("That condition is not part of this modality."))
+    if condition_id is None:
+        alerts = live.current_alerts()  # what the clinician is looking at, not whatever scored highest
+        condition_id = alerts[0].condition_id if alerts else None
     if not live.explain_lock.acquire(blocking=False):
-        abort(429, description=_("A heatmap for this session is already being computed. Please wait for it."))
+        return _explain_refused(429, _("A heatmap for this session is already being computed. Please wait for it."))
     try:
         heatmap = explain_live_crop(crop_jpeg, template_set, condition_id, settings(),
                                     float(current_app.config["LIVE_EXPLAIN_TIMEOUT"]))
     except NotReady as exc:
-        abort(409, description=exc.message)
+        return _explain_refused(409, exc.message)
     except (QueueFull, WorkerTimeout) as exc:
-        abort(503, description=exc.message)
+        return _explain_refused(503, exc.message)
     finally:
         live.explain_lock.release()
     picture = "data:image/png;base64," + base64.b64encode(heatmap.png).decode("ascii")
@@ -241,7 +260,7 @@ def explain():
 
 # -- the alert log, made on the fly and never cached ---------------------------
 def _log_download(body: str, mimetype: str, extension: str) -> Response:
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    stamp = user_now().strftime("%Y%m%d-%H%M%S")
     return Response(body, mimetype=mimetype, headers={
         "Content-Disposition": f'attachment; filename="privascan-alerts-{stamp}.{extension}"',
         "Cache-Control": "no-store",
@@ -255,13 +274,14 @@ def _log_alerts():
 
 @bp.get("/log.csv")
 def log_csv_download():
-    return _log_download(log_csv(_log_alerts()), "text/csv", "csv")
+    return _log_download(log_csv(_log_alerts(), user_zone()), "text/csv", "csv")
 
 
 @bp.get("/log.json")
 def log_json_download():
-    alerts = log_json(_log_alerts())
-    body = {"generated_at": dt.datetime.now().astimezone().isoformat(timespec="seconds"), "count": len(alerts), "alerts": alerts}
+    alerts = log_json(_log_alerts(), user_zone())
+    body = {"generated_at": user_now().isoformat(timespec="seconds"), "time_zone": zone_label(),
+            "count": len(alerts), "alerts": alerts}
     return _log_download(json.dumps(body, indent=2, ensure_ascii=False), "application/json", "json")
 
 

@@ -7,9 +7,16 @@ from flask_babel import gettext as _
 
 from ..i18n import number
 
-from .common import bank_for, render, settings
+from ..sessions import current_data
+from .common import bank_for, render, session_timing, settings
 
 bp = Blueprint("pages", __name__)
+
+
+@bp.app_context_processor
+def _session_timing() -> dict:
+    """Every page's session timer (static/session_timer.js): warn before the session ends, offer to extend it."""
+    return {"session_timing": session_timing()}
 
 
 @bp.get("/")
@@ -28,6 +35,14 @@ def status():
     Analyze buttons enable (or explain why not) without a reload.
     """
     return render("partials/status_update.html")
+
+
+@bp.post("/session/extend")
+def extend_session():
+    """Keep the session: loading it (before this view) already counted as activity, so the idle clock restarts."""
+    if current_data() is None:
+        abort(410, description=_("Your session had already ended, and its photos were deleted. This is a fresh session."))
+    return "", 204
 
 
 @bp.post("/settings")
@@ -54,6 +69,16 @@ def update_settings():
             abort(400, description=_("That kind of picture is not available for this modality."))
         # else: the picker's form also sent the previous modality's kind of
         # picture; the new modality starts with its own first one.
+    if request.form.get("reset_thresholds"):
+        new.pop("thresholds", None)
+        session["settings"] = new
+        return render("partials/workspace.html", [("info", _("Alert thresholds reset to the bank's values."))])
+    if request.form.get("reset_debug"):
+        # Reset first: the other fields of the form may hold the very values being thrown away.
+        for key in ("rules", "thresholds", "adapter_off"):
+            new.pop(key, None)
+        session["settings"] = new
+        return render("partials/workspace.html", [("info", _("Calibration and alert thresholds reset to the bank's values."))])
     rules = dict(new.get("rules", {}))
     for field, label, high in (("unclear_margin", _("“Not clear” margin"), 1.0), ("entropy_limit_bits", _("Entropy limit"), 10.0)):
         if field in request.form:
@@ -72,11 +97,12 @@ def update_settings():
             new.pop("adapter_off", None)
         else:
             new["adapter_off"] = True
-    if request.form.get("reset_debug"):
-        new.pop("rules", None)
-        new.pop("thresholds", None)
-        new.pop("adapter_off", None)
     session["settings"] = new
+    if request.args.get("part") == "timeline" and not switched:
+        # Only the kind of picture changed: the settings stay as they are (the
+        # select keeps focus, arrow keys step on), the cards say what Analyze will use.
+        label = bank.template_set(new.get("template_set")).label
+        return render("partials/timeline.html", [("info", _("Settings saved. New analyses use “%(kind)s”.", kind=label))])
     return render("partials/workspace.html", [("info", _("Settings saved."))])
 
 

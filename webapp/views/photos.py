@@ -8,13 +8,16 @@ import secrets
 from flask import Blueprint, Response, abort, current_app, g, request, session
 from flask_babel import gettext as _, ngettext
 
-from ..i18n import N_, long_date
-
+from .. import lesions as lesion_model
+from ..i18n import N_, number
 from ..jobs import NotReady, QueueFull, queue_analysis, queue_extra_heatmap
 from ..images import ImageRejected, encode_jpeg, open_clean, safe_decode
 from ..render import boxed_photo_jpeg
 from ..sessions import current_data, get_store
+from ..lesions import LesionError
 from ..store import Photo, StoreFull
+from ..undo import UndoShelf
+from ..local_time import long_date, user_today, user_zone
 from .common import render, settings, use_adapter
 
 bp = Blueprint("photos", __name__)
@@ -42,15 +45,16 @@ PHOTO_METADATA, FILE_DATE, UPLOAD_DAY, SET_BY_YOU = N_("photo metadata"), N_("fi
 
 
 def _capture_date(exif_date: dt.date | None, last_modified_ms: str) -> tuple[dt.date, str]:
+    """The day the photo was taken, on the user's calendar (their time zone, not the server's)."""
     if exif_date is not None:
         return exif_date, PHOTO_METADATA
     try:
         stamp = int(last_modified_ms) / 1000
         if stamp > 0:
-            return dt.datetime.fromtimestamp(stamp).date(), FILE_DATE
+            return dt.datetime.fromtimestamp(stamp, tz=user_zone()).date(), FILE_DATE
     except (ValueError, OverflowError, OSError):
         pass
-    return dt.date.today(), UPLOAD_DAY
+    return user_today(), UPLOAD_DAY
 
 
 @bp.post("/photos")
@@ -81,8 +85,10 @@ def upload():
             continue
         finally:
             del raw
-        if store.find_duplicate(data, decoded.digest):
-            messages.append(("info", _("“%(name)s” is already in this session, so it was skipped.", name=name)))
+        duplicate = store.find_duplicate(data, decoded.digest)
+        if duplicate is not None:
+            messages.append(("info", _("“%(name)s” was skipped: it is the same picture as “%(other)s”, already in this "
+                                       "session (%(day)s).", name=name, other=duplicate.name, day=long_date(duplicate.taken_on))))
             continue
         taken_on, source = _capture_date(decoded.taken_on, last_modified[index] if index < len(last_modified) else "")
         image = decoded.image
@@ -116,22 +122,72 @@ def card(photo_id: str):
     return render("partials/card.html", photo=_photo_or_404(photo_id), explaining=request.args.get("explaining"))
 
 
+def _undo_shelf() -> UndoShelf:
+    return current_app.extensions["privascan_undo"]
+
+
+@bp.record_once
+def _install_undo_shelf(state) -> None:
+    state.app.extensions["privascan_undo"] = UndoShelf()
+
+
+@bp.before_app_request
+def _sweep_undo_shelf() -> None:
+    _undo_shelf().sweep()  # a deleted photo never outlives its undo window by more than a request
+
+
 @bp.post("/photos/<photo_id>/delete")
 def delete(photo_id: str):
     photo = _photo_or_404(photo_id)
-    get_store().remove_photo(current_data(), photo.id)
-    return render("partials/timeline.html", [("info", _("Deleted “%(name)s”.", name=photo.name))])
+    data = current_data()
+    lesion = lesion_model.lesion_of(data, photo.id)
+    shelf = _undo_shelf()
+    shelf.put(data.id, photo, lesion.id if lesion else None)
+    get_store().remove_photo(data, photo.id)
+    message = _("Deleted “%(name)s”. Undo is possible for %(seconds)s seconds; after that nothing of it is left on the "
+                "server.", name=photo.name, seconds=number(shelf.seconds))
+    return render("partials/timeline.html", [("info", message, "partials/undo_delete.html")], undo_photo=photo,
+                  undo_seconds=shelf.seconds)
+
+
+@bp.post("/photos/undo-delete")
+def undo_delete():
+    data = current_data()
+    item = _undo_shelf().take(data.id, request.form.get("photo_id", "")) if data is not None else None
+    if item is None:
+        abort(410, description=_("That photo can no longer be brought back: the undo time is over "
+                                 "(or it was replaced by a later delete). Add the photo again if you need it."))
+    photo = item.photo
+    if photo.state in ("queued", "running"):  # its job was dropped with it
+        photo.state, photo.stage = "new", ""
+    try:
+        get_store().add_photo(data, photo)
+    except StoreFull as exc:
+        abort(exc.status, description=_("“%(name)s” could not be brought back: %(reason)s", name=photo.name, reason=exc.message))
+    message = _("“%(name)s” is back.", name=photo.name)
+    if item.lesion_id:
+        try:
+            lesion = lesion_model.add_to_lesion(get_store(), data, item.lesion_id, photo.id)
+            message = _("“%(name)s” is back. It is back in “%(lesion)s”.", name=photo.name, lesion=lesion.name)
+        except LesionError:
+            message = _("“%(name)s” is back. Its lesion no longer exists, so it is on its own.", name=photo.name)
+    return render("partials/timeline.html", [("success", message)], undo_photo=None)
 
 
 @bp.post("/photos/<photo_id>/date")
 def change_date(photo_id: str):
     photo = _photo_or_404(photo_id)
+    sent = request.form.get("taken_on", "").strip()
+    if not sent:
+        abort(400, description=_("“%(name)s”: the date taken was empty, so it was not changed. Please enter a date.", name=photo.name))
     try:
-        new_date = dt.date.fromisoformat(request.form.get("taken_on", ""))
+        new_date = dt.date.fromisoformat(sent)
     except ValueError:
-        abort(400, description=_("Please enter a date as year-month-day."))
-    if new_date > dt.date.today() + dt.timedelta(days=1) or new_date.year < 1900:
-        abort(400, description=_("That date is in the future or too far in the past."))
+        abort(400, description=_("“%(name)s”: please enter the date taken as year-month-day.", name=photo.name))
+    # The user's today, in their time zone: past midnight there, it is already tomorrow on the server's UTC.
+    if new_date > user_today() or new_date.year < 1900:
+        abort(400, description=_("“%(name)s”: %(day)s is in the future or too far in the past.", name=photo.name,
+                                 day=long_date(new_date)))
     data = current_data()
     get_store().update_photo(data.id, photo.id, secret=data.secret, taken_on=new_date, date_source=SET_BY_YOU)
     photo.taken_on, photo.date_source = new_date, SET_BY_YOU  # this request's copy (the Redis store's is separate)
@@ -143,6 +199,7 @@ def clear():
     data = current_data()
     if data is not None:
         get_store().delete(data.id)
+        _undo_shelf().drop(data.id)
     session.pop("store_id", None)
     session.pop("started", None)
     # A new cookie value too: the old one, replayed, now finds nothing at all.
@@ -152,7 +209,7 @@ def clear():
 
 
 @bp.post("/photos/<photo_id>/analyze")
-def analyze(photo_id: str):
+def analyse(photo_id: str):
     """Queue the photo; with ``analyse_anyway`` the model runs although the quality gate failed (low quality)."""
     photo = _photo_or_404(photo_id)
     anyway = request.form.get("analyse_anyway") == "1"
@@ -166,7 +223,7 @@ def analyze(photo_id: str):
 
 
 @bp.post("/analyze-all")
-def analyze_all():
+def analyse_all():
     data = current_data()
     waiting = [p for p in data.photos.values() if p.state in ("new", "error")] if data else []
     if not waiting:
@@ -201,6 +258,12 @@ def explain(photo_id: str, condition_id: str):
     except QueueFull as exc:
         abort(503, description=exc.message)
     return render("partials/card.html", photo=photo, explaining=condition_id)
+
+
+@bp.post("/photos/<photo_id>/explain")
+def explain_chosen(photo_id: str):
+    """The same, for a condition picked from the list under the ranking."""
+    return explain(photo_id, request.form.get("condition_id", ""))
 
 
 # -- pictures (all from memory, never cached by the browser) ------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import io
 import json
 
@@ -13,6 +12,7 @@ from flask_babel import gettext as _
 from .. import lesions as lesion_model
 from ..fhir_export import ExportError, export_bundle
 from ..lesions import LesionError
+from ..local_time import user_now, zone_label
 from ..sessions import current_data
 from .common import page_context
 from .results import comparison, report_item, session_summary
@@ -46,7 +46,7 @@ def _analysed(photos):
 
 
 def _stamp() -> str:
-    return dt.datetime.now().strftime("%Y%m%d-%H%M")
+    return user_now().strftime("%Y%m%d-%H%M")
 
 
 def _download(body: bytes | str, mimetype: str, filename: str) -> Response:
@@ -58,7 +58,7 @@ def _download(body: bytes | str, mimetype: str, filename: str) -> Response:
 def _report(title: str, photos, lesion=None, columns=None, summary=None):
     return render_template(
         "report.html", **page_context(), report_title=title, photos=photos, items=[report_item(p) for p in photos],
-        lesion=lesion, columns=columns, summary=summary, generated=dt.datetime.now(),
+        lesion=lesion, columns=columns, summary=summary, generated=user_now(),
     )
 
 
@@ -179,7 +179,8 @@ def session_csv():
 def session_json():
     data = _data()
     body = {
-        "generated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "generated": user_now().isoformat(timespec="seconds"),
+        "time_zone": zone_label(),
         "photos": result_rows(data),
         "lesions": [
             {"name": lesion.name, "body_site": lesion.site.label if lesion.site else "",

@@ -13,7 +13,7 @@ import pytest
 
 from tests.synthetic import make_lesion_photo
 from webapp import cli
-from webapp.commands.analyze import COLUMNS
+from webapp.commands.analyse import COLUMNS
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,8 @@ EXPLAIN_COLUMNS = ["reasoning", "heatmap_condition", "heatmap"]
 
 
 def add_parser(subparsers) -> None:
+    # The subcommand is the word the interface shows ("Analyze"); identifiers in
+    # the code spell it "analyse".
     parser = subparsers.add_parser(
         "analyze",
         help="analyse photos in a batch (CSV or JSON to stdout or a file)",
