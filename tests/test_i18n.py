@@ -22,6 +22,7 @@ The language picker in a real browser is in tests/test_i18n_browser.py.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from html.parser import HTMLParser
@@ -175,6 +176,22 @@ def test_every_visible_template_string_is_marked_for_translation(name, source):
     assert not unmarked_strings(source, environment), f"{name}: not marked for translation"
 
 
+def test_every_script_text_goes_through_the_page_words():
+    """The page's scripts show words from webapp/page_words.py (translated), never a bare English literal."""
+    from webapp.page_words import WORDS
+
+    used, bare = set(), []
+    for path in sorted((REPO / "webapp" / "static").glob("*.js")):
+        source = path.read_text(encoding="utf-8")
+        used |= {json.loads(f'"{text}"') for text in re.findall(r'\bt\("((?:[^"\\]|\\.)*)"', source)}
+        # Text put on the page or spoken: textContent = "...", status("..."), show("..."), announce("...")...
+        for call in re.finditer(r'(?:textContent\s*=\s*|\b(?:status|cameraStatus|show|stop|announce)\()\s*"([^"]*)"', source):
+            if _words(call.group(1)):
+                bare.append(f"{path.name}: {call.group(0)}")
+    assert not bare
+    assert used == set(WORDS)
+
+
 # -- 2. the catalogue is complete --------------------------------------------------------
 def test_spanish_translates_every_extracted_string_with_the_same_placeholders():
     template = extract()
@@ -289,7 +306,7 @@ def the_same_in_both(catalogue, registry) -> set[str]:
 
 # Names, codes and units: the same on both pages. The test's photos and lesion have Spanish-looking names.
 NAMES = re.compile(r"foto-\w+\.jpe?g|Lunar del hombro|PrivaScan|\bCSV\b|\bJSON\b|\byolo\b|\bCtrl\b|\bITA\b"
-                   r"|SNOMED CT \d+|ICD-10 [\w.]+|\bms\b")
+                   r"|SNOMED CT \d+|ICD-10 [\w.]+|\bms\b|\bUTC\b|\b[A-Z][a-z]+/[A-Za-z_/]+")  # time zones too
 
 
 def only_names(segment: str) -> bool:

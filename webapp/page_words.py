@@ -25,6 +25,7 @@ WORDS = (
     N_("Explain this frame (%(condition)s alert)"),
     N_("Explain this frame"),
     N_("Live scan stopped: see the message above."),
+    N_("This browser cannot use a live camera here (a secure https:// page is needed)."),
     N_("The server could not be reached; retrying…"),
     N_("Camera %(number)s"),
     N_("Starting the camera…"),

@@ -215,7 +215,7 @@
 
   async function start() {
     if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
-      status("This browser cannot use a live camera here (a secure https:// page is needed).");
+      status(t("This browser cannot use a live camera here (a secure https:// page is needed)."));
       return;
     }
     setButtons(true);
