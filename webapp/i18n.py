@@ -240,6 +240,7 @@ def init_app(app: Flask) -> None:
         if asked in languages and request.cookies.get(COOKIE) != asked:
             response.set_cookie(COOKIE, asked, max_age=COOKIE_MAX_AGE, httponly=True,
                                 secure=app.config.get("SESSION_COOKIE_SECURE", True), samesite="Lax", path="/")
-        response.headers["Content-Language"] = current_language()
-        response.vary.update(("Accept-Language", "Cookie"))
+        if request.endpoint != "static" and request.blueprint != "plugin_static":  # files are the same in every language
+            response.headers["Content-Language"] = current_language()
+            response.vary.update(("Accept-Language", "Cookie"))
         return response
