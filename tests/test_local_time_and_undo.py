@@ -127,3 +127,24 @@ def test_reports_and_exports_are_on_the_users_clock(app_factory):
     assert re.search(r"Generated \d{1,2} \w+ \d{4}, \d\d:\d\d \(America/Sao_Paulo\)", report)
     body = json.loads(browser.get("/export/session.json", htmx=False).get_data(as_text=True))
     assert body["time_zone"] == "America/Sao_Paulo" and body["generated"].endswith("-03:00")
+
+
+def test_undo_in_scale_out_mode_restores_the_photo_and_its_bytes(tiny_model_dir, redis_url):
+    """The Redis store's photos load their bytes lazily: the shelf keeps a full copy, so Undo brings back the picture."""
+    from tests.test_redis_mode import redis_app
+
+    app = redis_app(tiny_model_dir, redis_url)
+    try:
+        browser = Browser(app.test_client())
+        browser.upload((photo_bytes(5), "redis.jpg"))
+        (photo_id,) = browser.photo_ids()
+        before = browser.get(f"/photos/{photo_id}/thumbnail.jpg", htmx=False).data
+        browser.post(f"/photos/{photo_id}/delete")
+        assert browser.photo_ids() == []
+        assert browser.get(f"/photos/{photo_id}/thumbnail.jpg", htmx=False).status_code == 404
+        back = browser.post("/photos/undo-delete", data={"photo_id": photo_id})
+        assert back.status_code == 200 and "“redis.jpg” is back." in words(back)
+        assert browser.photo_ids() == [photo_id]
+        assert browser.get(f"/photos/{photo_id}/thumbnail.jpg", htmx=False).data == before
+    finally:
+        app.extensions["privascan_worker"].stop()

@@ -165,6 +165,22 @@ def test_arrow_keys_step_through_the_kind_of_picture_without_losing_focus(open_p
     expect(page.get_by_label("Kind of picture")).to_have_value(first_value)
 
 
+def test_grouping_a_photo_moves_focus_to_the_control_that_replaced_the_button(open_page):
+    page = open_page()
+    add_photos(page, ("group.jpg", 15))
+    photo = card(page, "group.jpg")
+    photo_id = photo.get_attribute("id").removeprefix("photo-")
+    photo.get_by_text("Group as a lesion").click()
+    photo.get_by_role("button", name="Group", exact=True).focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#messages")).to_contain_text("Started the lesion")
+    expect(page.locator(f"#ungroup-{photo_id}")).to_be_focused()
+    page.keyboard.press("Enter")  # "Take out of ..." from the keyboard too
+    expect(card(page, "group.jpg").get_by_text("Group as a lesion")).to_be_visible()
+    # Focus stays in the photo's lesion controls (settled after the swap), never on <body>.
+    page.wait_for_function(f"() => document.activeElement && document.activeElement.closest('#lesion-panel-{photo_id}')")
+
+
 def test_a_style_attribute_is_not_copied_by_htmx_while_settling(open_page, journal):
     """A style set through the CSSOM (as zoom and reader tools do) used to be copied with setAttribute on each swap."""
     page = open_page()
@@ -252,7 +268,7 @@ def test_every_close_match_can_have_a_heatmap_with_a_legend(open_page):
     expect(extra).to_be_visible(timeout=20_000)
     figure = extra.locator("xpath=ancestor::figure[1]")
     expect(figure.get_by_role("img", name=re.compile("^Colour scale"))).to_be_visible()
-    assert focused(page) != "BODY"
+    page.wait_for_function(f"() => document.activeElement && document.activeElement.closest('#photo-{photo.get_attribute('id').removeprefix('photo-')}')")
     # The rest of a long bank is one list and one button, not dozens of tab stops.
     if len(labels) > 5:
         expect(photo.get_by_label("Heatmap for another condition")).to_be_visible()

@@ -122,6 +122,29 @@
     scheduleMessageFading();
   });
 
+  // -- state lines from crossing polls ---------------------------------------------
+  // Every card polls on its own and each answer also refreshes the other
+  // waiting cards' state lines; answers can arrive out of order, so a state
+  // line older (data-seq, when it was rendered) than the one shown is dropped.
+  function seqOf(element) { return element && element.dataset ? Number(element.dataset.seq || 0) : 0; }
+
+  document.addEventListener("htmx:oobBeforeSwap", function (event) {
+    const fragment = event.detail.fragment;
+    const incoming = fragment && (fragment.firstElementChild || fragment);
+    if (incoming && incoming.classList && incoming.classList.contains("state") && seqOf(incoming) < seqOf(event.detail.target)) {
+      event.detail.shouldSwap = false;
+    }
+  });
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    const target = event.detail.target;
+    if (!target || !target.matches || !target.matches("article.card")) { return; }
+    const config = event.detail.requestConfig;
+    if (!config || String(config.verb).toLowerCase() !== "get") { return; } // what the user asked for is always shown
+    const shown = target.querySelector(".state");
+    const own = /data-seq="(\d+)"/.exec(event.detail.serverResponse || ""); // the card's own state line comes first
+    if (shown && own && Number(own[1]) < seqOf(shown)) { event.detail.shouldSwap = false; } // it polls again in a second
+  });
+
   // live.js swaps frames through htmx.swap (no request events): it calls this.
   window.privascanFocus = { describe: describeFocus, restore: restore, announce: announce };
 

@@ -10,6 +10,7 @@ file picker and every button are plain forms.)
 from __future__ import annotations
 
 import dataclasses
+import time
 from itertools import groupby
 
 from flask import current_app, g, render_template, request, session
@@ -116,6 +117,9 @@ def page_context() -> dict:
         "groups": timeline_groups(),
         "today": user_today(),
         "waiting_photos": waiting_photos,
+        # When a response was rendered (wall-clock microseconds, comparable across replicas): the page
+        # drops a card's state line older than the one it shows (static/focus.js), since polls may cross.
+        "snapshot_seq": lambda: time.time_ns() // 1000,
         "demo": current_app.config["DEMO_MODEL"],
         "debug": "debug" in request.args,
         "session_ended": g.get("session_ended", False),
