@@ -370,6 +370,7 @@ def test_the_spanish_pages_have_no_english_left(app_factory):
     capture_post("duplicate photo refused", "/photos", **multipart([("photos", (photo_bytes(1), "foto-a.jpg"))]))
     capture_post("settings saved", "/settings", data={"template_set": "clinical"})
     capture_post("date refused", f"/photos/{first}/date", status=400, data={"taken_on": "mañana"})
+    capture_post("file refused", "/photos", status=415, **multipart([("photos", (b"not a picture at all", "foto-x.jpg"))]))
     capture("debug panel", "/?debug=1")
 
     # A lesion of two photos: the panel, the comparison page, the reports.

@@ -36,13 +36,14 @@ from typing import Any, Callable
 
 import redis
 
+from .i18n import N_, Message
 from .session_crypto import CannotOpen, new_key, seal, unseal
 from .store import Photo, SessionData, StoreFull
 
 PREFIX = "privascan:"
 INDEX_KEY = PREFIX + "sessions"  # sorted set: session id -> expiry time
-BUSY = "The server is serving as many people as it can. Please try again in a few minutes."
-MEMORY_FULL = "The server's memory for photos is full right now. Please try again in a few minutes."
+BUSY = Message(N_("The server is serving as many people as it can. Please try again in a few minutes."))
+MEMORY_FULL = Message(N_("The server's memory for photos is full right now. Please try again in a few minutes."))
 META_FIELDS = ("id", "digest", "name", "width", "height", "taken_on", "date_source", "added_at", "state", "stage", "error")
 
 # HSET only while the session still exists: a write racing with "Clear" or
@@ -331,17 +332,17 @@ class RedisSessionStore:
     # -- photos ---------------------------------------------------------------
     def add_photo(self, data: SessionData, photo: Photo) -> None:
         if len(data.photos) >= self.max_photos:
-            raise StoreFull(f"This session already holds {self.max_photos} photos, the most allowed. Delete some first.")
+            raise StoreFull(Message(N_("This session already holds %(limit)d photos, the most allowed. Delete some first."), limit=self.max_photos))
         size = len(photo.jpeg) + len(photo.thumbnail)
         if self.session_bytes(data.id) + size > self.max_bytes:
-            raise StoreFull("This session's photos have reached the memory allowed. Delete some first.")
+            raise StoreFull(Message(N_("This session's photos have reached the memory allowed. Delete some first.")))
         meta = {name: getattr(photo, name) for name in META_FIELDS}
         values = {f"photo:{photo.id}:meta": _pickle(meta), f"photo:{photo.id}:jpeg": photo.jpeg,
                   f"photo:{photo.id}:thumb": photo.thumbnail}
         if photo.result is not None:
             values[f"photo:{photo.id}:result"] = _pickle(photo.result)
         if not self._write(data.id, data.secret, values):
-            raise StoreFull("Your session ended before the photo could be added. Please reload the page.", 410)
+            raise StoreFull(Message(N_("Your session ended before the photo could be added. Please reload the page.")), 410)
         data.photos[photo.id] = _unloaded_photo(meta)._bind(self, data.id, data.secret)
 
     def find_duplicate(self, data: SessionData, digest: str) -> Photo | None:
@@ -396,7 +397,7 @@ class RedisSessionStore:
         if data.live is None:
             self.client.hdel(session_key(data.id), "live")
         elif not self._write(data.id, data.secret, {"live": _pickle(data.live)}):
-            raise StoreFull("Your session ended. Please reload the page.", 410)
+            raise StoreFull(Message(N_("Your session ended. Please reload the page.")), 410)
         if data.live is not None and not isinstance(data.live.frame_lock, RedisLock):
             self._attach_locks(data)
 

@@ -27,6 +27,7 @@ from flask import Flask, abort, current_app, g, request, session
 from flask_session import Session
 from htmx_flask.requests import HtmxAwareRequest
 
+from .i18n import N_, Message
 from .session_crypto import KEY_COOKIE, key_from_cookie, key_to_cookie
 from .store import SessionData, SessionStore
 
@@ -172,7 +173,7 @@ def _load_session() -> None:
     if not session and request.endpoint != "static" and request.blueprint != "api" \
             and visitors is not None and visitors.is_full():
         # A newcomer while the visitor table is full: nobody else is evicted.
-        abort(503, description="The server is serving as many people as it can. Please try again in a few minutes.")
+        abort(503, description=Message(N_("The server is serving as many people as it can. Please try again in a few minutes.")))
     store = get_store()
     data = store.get(session.get("store_id"), secret=key_from_cookie(request.cookies.get(KEY_COOKIE)))
     started = session.get("started", 0)
@@ -233,5 +234,5 @@ def _check_csrf() -> None:
     sent = request.headers.get(CSRF_HEADER) or request.form.get("csrf_token", "")
     if not expected or not hmac.compare_digest(expected, sent):
         if g.get("session_ended"):
-            abort(410, description="Your session had ended, so this page was out of date. It has been refreshed: please try again.")
-        abort(403, description="This page was out of date (its security token did not match). Please reload the page and try again.")
+            abort(410, description=Message(N_("Your session had ended, so this page was out of date. It has been refreshed: please try again.")))
+        abort(403, description=Message(N_("This page was out of date (its security token did not match). Please reload the page and try again.")))

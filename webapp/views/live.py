@@ -18,7 +18,7 @@ import time
 from flask import Blueprint, Response, abort, current_app, render_template, request, session
 from flask_babel import gettext as _
 
-from ..i18n import N_, significant
+from ..i18n import N_, significant, translate
 from ..images import ImageRejected, safe_decode
 from ..jobs import NotReady, QueueFull, WorkerTimeout, analyse_live_frame, explain_live_crop, ready_clinical_app
 from ..local_time import user_now, user_zone, zone_label
@@ -131,7 +131,7 @@ def frame():
         try:
             image = safe_decode(raw, int(current_app.config["LIVE_MAX_FRAME_PIXELS"])).image
         except ImageRejected as exc:
-            abort(exc.status, description=_("This frame was not analysed: %(reason)s", reason=exc.message))
+            abort(exc.status, description=_("This frame was not analysed: %(reason)s", reason=translate(exc.message)))
         finally:
             del raw
         decoded = time.perf_counter()

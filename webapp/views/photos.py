@@ -9,7 +9,7 @@ from flask import Blueprint, Response, abort, current_app, g, request, session
 from flask_babel import gettext as _, ngettext
 
 from .. import lesions as lesion_model
-from ..i18n import N_, number
+from ..i18n import N_, number, translate
 from ..jobs import NotReady, QueueFull, queue_analysis, queue_extra_heatmap
 from ..images import ImageRejected, encode_jpeg, open_clean, safe_decode
 from ..render import boxed_photo_jpeg
@@ -80,7 +80,7 @@ def upload():
                 raise ImageRejected(_("It is larger than the %(limit)d MB allowed per photo.", limit=max_bytes // (1024 * 1024)), 413)
             decoded = safe_decode(raw, current_app.config["MAX_IMAGE_PIXELS"])
         except ImageRejected as exc:
-            messages.append(("error", _("“%(name)s” was not added: %(reason)s", name=name, reason=exc.message)))
+            messages.append(("error", _("“%(name)s” was not added: %(reason)s", name=name, reason=translate(exc.message))))
             failures.append(exc.status)
             continue
         finally:
@@ -106,7 +106,7 @@ def upload():
         try:
             store.add_photo(data, photo)
         except StoreFull as exc:
-            messages.append(("error", _("“%(name)s” was not added: %(reason)s", name=name, reason=exc.message)))
+            messages.append(("error", _("“%(name)s” was not added: %(reason)s", name=name, reason=translate(exc.message))))
             failures.append(exc.status)
             continue
         added += 1
@@ -163,7 +163,7 @@ def undo_delete():
     try:
         get_store().add_photo(data, photo)
     except StoreFull as exc:
-        abort(exc.status, description=_("“%(name)s” could not be brought back: %(reason)s", name=photo.name, reason=exc.message))
+        abort(exc.status, description=_("“%(name)s” could not be brought back: %(reason)s", name=photo.name, reason=translate(exc.message)))
     message = _("“%(name)s” is back.", name=photo.name)
     if item.lesion_id:
         try:
@@ -239,7 +239,7 @@ def analyse_all():
         if not queued:
             abort(503, description=exc.message)
         return render("partials/timeline.html", [("info", ngettext("Queued %(num)d photo; %(reason)s", "Queued %(num)d photos; %(reason)s",
-                                                                   queued, reason=exc.message))])
+                                                                   queued, reason=translate(exc.message)))])
     return render("partials/timeline.html", [("success", ngettext("Queued %(num)d photo for analysis.",
                                                                   "Queued %(num)d photos for analysis.", queued))])
 
