@@ -144,7 +144,7 @@ def test_live_scan_raises_speaks_logs_and_explains_an_alert(server, chromium):
         expect(page.locator("#live-fps")).to_have_text(re.compile(r"^\d+(\.\d)?$"))  # frames are flowing
         expect(page.locator("#live-latency")).to_have_text(re.compile(r"^\d+ ms \(average \d+ ms\)$"))
         expect(page.locator("#live-count")).not_to_have_text("0")
-        expect(page.locator("#live-result")).to_contain_text(re.compile(r"Frame \d+: [\d.]+ ms on the server"))
+        expect(page.locator("#live-result")).to_contain_text(re.compile(r"Frame \d+: [\d.,]+ ms on the server"))
 
         alert = page.locator("#live-result .live-alert").first
         expect(alert).to_contain_text("Alert: Melanoma")
