@@ -8,13 +8,15 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 HTMX := webapp/static/vendor/htmx.min.js
 
-.PHONY: run test setup browser tools redis clean bench
+.PHONY: run test setup browser tools redis nginx clean bench
 
-# No bytecode caches written next to the code (gunicorn_conf.py covers the app too).
+# The production server (gunicorn, webapp/gunicorn_conf.py) on PRIVASCAN_BIND
+# (default 127.0.0.1:5000). No bytecode caches written next to the code
+# (gunicorn_conf.py covers the app too).
 run: setup
-	PYTHONDONTWRITEBYTECODE=1 $(VENV)/bin/gunicorn --config webapp/gunicorn_conf.py wsgi:app
+	PYTHONDONTWRITEBYTECODE=1 $(VENV)/bin/privascan serve
 
-test: setup browser tools redis
+test: setup browser tools redis nginx
 	$(PY) -m pytest -q
 
 bench: setup
@@ -51,6 +53,12 @@ tools:
 # it on a free loopback port with persistence off; nothing runs as a service).
 redis:
 	@command -v redis-server >/dev/null || (apt-get update -q && apt-get install -y -q redis-server)
+
+# Debian's nginx, for the tests that put the deploy recipe's proxy in front of
+# the real server (scripts/nginx_front.py runs it on a free loopback port as
+# the current user; nothing runs as a service).
+nginx:
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || (apt-get update -q && apt-get install -y -q nginx)
 
 clean:
 	rm -rf $(VENV) node_modules webapp/static/vendor

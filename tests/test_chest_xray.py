@@ -114,7 +114,7 @@ def test_chest_xray_alone_runs_the_whole_flow(chest_app):
 
     # Its stylesheet comes from the plugin package's static/ folder.
     css_url = re.search(r'<link rel="stylesheet" href="([^"]+)">', card).group(1)
-    assert css_url == "/plugins/chest_xray/static/chest_xray.css"
+    assert re.fullmatch(r"/plugins/chest_xray/static/chest_xray\.css\?v=[0-9a-f]{12}", css_url)  # versioned (static_assets.py)
     css = browser.get(css_url, htmx=False)
     assert css.status_code == 200 and css.mimetype == "text/css" and b".urgent-callout" in css.data
     assert css.headers.get("Cache-Control") != "no-store"  # a static file, like the core's: no user data

@@ -30,6 +30,7 @@ def strace_problem() -> str | None:
     return None
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_real_server_writes_nothing_to_disk():
     problem = strace_problem()
@@ -43,6 +44,33 @@ def test_real_server_writes_nothing_to_disk():
     assert "deleted one photo, cleared the session" in report  # the whole workflow ran
     # No version banner, and no server name either: gunicorn's header is dropped.
     assert "Server header(s) seen: (none)" in report, report
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_through_nginx_neither_nginx_nor_the_server_writes_to_disk():
+    """nginx (deploy/nginx/privascan-proxy.conf) in front, both under strace: no body or response is spooled."""
+    problem = strace_problem()
+    if problem:
+        pytest.skip(problem)
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        from nginx_front import nginx_problem
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    if nginx_problem():
+        pytest.skip(nginx_problem())
+    done = subprocess.run([sys.executable, str(SCRIPT), "--through-nginx"], cwd=REPO, capture_output=True, text=True,
+                          check=False, timeout=290)
+    report = done.stdout + done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert lines and lines[-1] == "disk_writes=0", report
+    assert done.returncode == 0, report
+    assert "Workflow (through nginx):" in report and "deleted one photo, cleared the session" in report
+    assert "Server header(s) seen: nginx" in report  # every answer came through nginx
+    nginx_line = next(line for line in lines if line.startswith("nginx's own trace:"))
+    assert nginx_line.endswith("spooled bodies or responses): 0"), nginx_line
+    assert int(nginx_line.split(":")[1].split()[0]) > 0  # nginx really was traced (its pid file, its folders)
 
 
 def test_the_trace_reader_is_not_blind():

@@ -15,6 +15,7 @@ from PIL import Image
 
 from .config import config_from_environment
 from .hookspecs import hookimpl
+from .resources import shipped_folder
 
 __all__ = ["create_app", "hookimpl"]
 
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def create_app(test_config: dict | None = None) -> Flask:
-    app = Flask(__name__, template_folder="../templates", static_folder="static")
+    app = Flask(__name__, template_folder=str(shipped_folder("templates")), static_folder="static")
     app.config.update(config_from_environment())
     if test_config:
         app.config.update(test_config)
@@ -32,20 +33,22 @@ def create_app(test_config: dict | None = None) -> Flask:
     # turns the warning in between into an error.
     Image.MAX_IMAGE_PIXELS = app.config["MAX_IMAGE_PIXELS"]
 
-    from . import errors, jobs, local_time, metrics, plugin_assets, security, sessions
+    from . import errors, jobs, local_time, metrics, plugin_assets, security, sessions, static_assets
     from .adapter import install_adapter
     from .bank_overrides import apply_bank_overrides
     from .plugins import build_registry, make_plugin_manager
     from .models import ModelManager
-    from .views import api, lesions, live, pages, photos, reports, results
+    from .views import api, health, lesions, live, pages, photos, reports, results
 
     if app.config.get("REDIS_URL"):
         _connect_redis_or_exit(app)
 
     Htmx(app)
+    health.init_app(app)  # before sessions: /healthz and /readyz never create one
     sessions.init_app(app)  # after Htmx: it installs the in-memory request class
     local_time.init_app(app)  # after sessions: it remembers the browser's time zone in the session
     security.init_app(app)
+    static_assets.init_app(app)  # ?v=<hash> on static URLs, cached for a year; no redirects from routing
     errors.init_app(app)
 
     pm = make_plugin_manager(app.config)

@@ -89,4 +89,11 @@ def config_from_environment() -> dict:
         "SESSION_COOKIE_SECURE": _flag("PRIVASCAN_SECURE_COOKIE", True),
         # Behind a TLS-terminating reverse proxy: trust its X-Forwarded-* headers.
         "BEHIND_PROXY": _flag("PRIVASCAN_BEHIND_PROXY"),
+        # The production server (`make run`, `privascan serve`; webapp/gunicorn_conf.py, webapp/server.py).
+        "BIND": os.environ.get("PRIVASCAN_BIND") or "127.0.0.1:5000",
+        # A connection must send all its request headers within this many seconds (from
+        # connecting, or from the previous response when kept alive), and then its body
+        # within BODY_TIMEOUT; otherwise it is closed. Slow or idle clients hold no thread.
+        "HEADER_TIMEOUT": _number("PRIVASCAN_HEADER_TIMEOUT", 10),
+        "BODY_TIMEOUT": _number("PRIVASCAN_BODY_TIMEOUT", 120),
     }

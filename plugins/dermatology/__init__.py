@@ -6,13 +6,12 @@ MedSigLIP plugin, named in the ClinicalApp record below.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from webapp import hookimpl
 from webapp.interfaces import ClinicalApp
 from webapp.prompt_bank import load_prompt_bank
+from webapp.resources import shipped_folder
 
-PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
+PROMPTS = shipped_folder("prompts")  # the checkout's prompts/, or the installed copy
 
 
 @hookimpl
