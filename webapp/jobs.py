@@ -78,6 +78,12 @@ def queue_position(store_id: str, photo_id: str) -> int | None:
     return _worker().position(photo_job_key(store_id, photo_id))
 
 
+def queue_positions(store_id: str, photo_ids) -> dict[str, int]:
+    """The queue places of several photos' analyses, all read at one moment (photo id -> 1-based place)."""
+    keys = {photo_job_key(store_id, photo_id): photo_id for photo_id in photo_ids}
+    return {keys[key]: place for key, place in _worker().positions(keys).items()}
+
+
 def queue_analysis(data: SessionData, photo: Photo, settings: dict, analyse_anyway: bool = False) -> int:
     """Queue a photo's full analysis (scores and heatmap); returns its position.
 
@@ -201,5 +207,5 @@ def explain_live_crop(crop_jpeg: bytes, template_set_id: str | None, condition_i
 
 __all__ = [
     "NotReady", "QueueFull", "WorkerTimeout", "analyse_live_frame", "analyse_once", "clinical_app_for",
-    "explain_live_crop", "init_app", "queue_analysis", "queue_extra_heatmap", "queue_position", "ready_clinical_app",
+    "explain_live_crop", "init_app", "queue_analysis", "queue_extra_heatmap", "queue_position", "queue_positions", "ready_clinical_app",
 ]

@@ -16,7 +16,7 @@ from itertools import groupby
 from flask import current_app, g, render_template, request, session
 
 from ..interfaces import ClinicalApp, PromptBank
-from ..jobs import clinical_app_for, queue_position
+from ..jobs import clinical_app_for, queue_position, queue_positions
 from ..live import effective_thresholds
 from ..local_time import user_today
 from ..pipeline import read
@@ -55,6 +55,16 @@ def waiting_photos() -> list:
     """This session's photos that are queued or being analysed (their cards poll)."""
     data = current_data()
     return [p for p in data.photos.values() if p.state in ("queued", "running")] if data else []
+
+
+def queue_place(photo_id: str) -> int | None:
+    """A queued photo's place, from one reading of the queue per response: the cards side by side never
+    show two photos at the same place (each read on its own did, as the queue moved between reads)."""
+    if "queue_places" not in g:
+        data = current_data()
+        queued = [p.id for p in waiting_photos() if p.state == "queued"]
+        g.queue_places = queue_positions(data.id, queued) if data is not None and queued else {}
+    return g.queue_places.get(photo_id)
 
 
 def session_timing() -> dict:
@@ -99,6 +109,7 @@ def page_context() -> dict:
         "effective_thresholds": effective_thresholds,
         "threshold_overrides": settings().get("thresholds"),
         "queue_position": queue_position,
+        "queue_place": queue_place,
         "clinical_app": chosen,
         "bank": bank_for(chosen),
         "apps": list(registry.apps.values()),
