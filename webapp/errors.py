@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 
 FRIENDLY = {
     400: "The request could not be understood.",
+    401: "This needs a key.",
     403: "This action is not allowed.",
     404: "That photo or page does not exist (it may have been deleted, or your session may have ended).",
     405: "That action is not available here.",
@@ -67,6 +68,8 @@ def init_app(app: Flask) -> None:
         body, status, headers = render_error(status, message)
         if status == 503:
             headers["Retry-After"] = "30"
+        if status == 401:
+            headers["WWW-Authenticate"] = "Bearer"  # the JSON API's keys (webapp/api_access.py)
         return body, status, headers
 
     from .store import StoreFull

@@ -20,7 +20,10 @@ from PIL import Image
 
 from .images import open_clean
 from .interfaces import ClinicalApp
-from .pipeline import AnalysisResult, FrameAnalysis, Heatmap, analyse_frame, analyse_image, explain_condition, explain_jpeg_crop
+from .pipeline import (
+    AnalysisResult, FrameAnalysis, Heatmap, analyse_frame, analyse_image, crop_size, explain_condition, explain_jpeg_crop,
+    heatmap_allowance, result_allowance,
+)
 from .plugins import Registry
 from .store import Photo, SessionData
 from .worker import InferenceWorker, Job, QueueFull
@@ -95,6 +98,8 @@ def queue_analysis(data: SessionData, photo: Photo, settings: dict, analyse_anyw
     work = partial(_analyse_stored_photo, current_app._get_current_object(), data.id, photo.id,
                    clinical_app.name, settings.get("template_set"), data.secret, analyse_anyway)
     store = current_app.extensions["privascan_store"]
+    # Room for the result (crop, heatmap) is claimed in the caps now, so queued jobs cannot overshoot them.
+    store.claim_room(data, photo, "analyse", result_allowance(crop_size(clinical_app, current_app.extensions["privascan_registry"])))
     before = {"state": photo.state, "stage": photo.stage, "error": photo.error}
     # Marked queued before it can start: the worker's "running" and "done" always come after.
     store.update_photo(data.id, photo.id, secret=data.secret, state="queued", stage="", error="")
@@ -102,6 +107,7 @@ def queue_analysis(data: SessionData, photo: Photo, settings: dict, analyse_anyw
         handle = _worker().submit(Job(photo_job_key(data.id, photo.id), work))
     except QueueFull:
         store.update_photo(data.id, photo.id, secret=data.secret, **before)
+        store.release_room(data.id, photo.id, "analyse", secret=data.secret)
         raise
     return handle.position() or 1
 
@@ -109,9 +115,17 @@ def queue_analysis(data: SessionData, photo: Photo, settings: dict, analyse_anyw
 def queue_extra_heatmap(data: SessionData, photo: Photo, settings: dict, condition_id: str) -> int:
     """Queue a heatmap for another condition of an analysed photo; returns its position."""
     ready_clinical_app(settings)  # only the readiness check: the heatmap follows the result's own modality
+    registry = current_app.extensions["privascan_registry"]
+    store = current_app.extensions["privascan_store"]
+    kind = f"explain:{condition_id}"
+    store.claim_room(data, photo, kind, heatmap_allowance(crop_size(registry.app(photo.result.app_name), registry)))
     work = partial(_explain_stored_photo, current_app._get_current_object(), data.id, photo.id, condition_id,
                    data.secret, not settings.get("adapter_off"))
-    handle = _worker().submit(Job(photo_job_key(data.id, photo.id, f"explain:{condition_id}"), work))
+    try:
+        handle = _worker().submit(Job(photo_job_key(data.id, photo.id, kind), work))
+    except QueueFull:
+        store.release_room(data.id, photo.id, kind, secret=data.secret)
+        raise
     return handle.position() or 1
 
 
@@ -134,6 +148,8 @@ def _analyse_stored_photo(app: Flask, store_id: str, photo_id: str, app_name: st
         update(state="done", stage="", result=result, extra_heatmaps={})
     except Exception:
         _report_failure(update)
+    finally:
+        store.release_room(store_id, photo_id, "analyse", secret=secret)  # its real bytes count from now on
 
 
 def _explain_stored_photo(app: Flask, store_id: str, photo_id: str, condition_id: str, secret: bytes | None = None,
@@ -142,6 +158,7 @@ def _explain_stored_photo(app: Flask, store_id: str, photo_id: str, condition_id
     registry: Registry = app.extensions["privascan_registry"]
     photo = store.get_photo(store_id, photo_id, touch=False, secret=secret)
     if photo is None or photo.result is None:
+        store.release_room(store_id, photo_id, f"explain:{condition_id}", secret=secret)
         return
     update = partial(store.update_photo, store_id, photo_id, secret=secret)
     try:
@@ -152,6 +169,8 @@ def _explain_stored_photo(app: Flask, store_id: str, photo_id: str, condition_id
         update(extra_heatmaps={**photo.extra_heatmaps, condition_id: heatmap.png})
     except Exception:
         _report_failure(update)
+    finally:
+        store.release_room(store_id, photo_id, f"explain:{condition_id}", secret=secret)
 
 
 def _report_failure(update: Callable[..., Any]) -> None:

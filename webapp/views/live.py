@@ -17,7 +17,8 @@ import time
 
 from flask import Blueprint, Response, abort, current_app, render_template, request, session
 
-from ..images import ImageRejected, safe_decode
+from ..decoding import decoding
+from ..images import ImageRejected
 from ..jobs import NotReady, QueueFull, WorkerTimeout, analyse_live_frame, explain_live_crop, ready_clinical_app
 from ..local_time import user_now, user_zone, zone_label
 from ..live import LiveState, Smoothing, effective_thresholds, frame_rows, frame_timings, log_csv, log_json
@@ -126,8 +127,10 @@ def frame():
             abort(413, description=f"This frame is larger than the {max_bytes // (1024 * 1024)} MB allowed for live "
                                    "frames. Send frames of at most 640 pixels per side.")
         try:
-            image = safe_decode(raw, int(current_app.config["LIVE_MAX_FRAME_PIXELS"])).image
-        except ImageRejected as exc:
+            with decoding(raw, data, int(current_app.config["LIVE_MAX_FRAME_PIXELS"])) as decoded:
+                image = decoded.image
+                del decoded
+        except (ImageRejected, StoreFull) as exc:
             abort(exc.status, description=f"This frame was not analysed: {exc.message}")
         finally:
             del raw
