@@ -67,11 +67,12 @@ def gunicorn_command(port: int, *extra: str) -> list[str]:
 def prepare_first_run_caches(env: dict[str, str]) -> list[str]:
     """Build what the very first start of a fresh install would write once, and say what it was.
 
-    The demo model (random weights in ~/.cache/privascan) and matplotlib's font
+    The demo model (random weights in ~/.cache/privascan), matplotlib's font
     list (pytorch-grad-cam imports matplotlib, which writes it on its first
-    import ever, at start-up) are caches of code and fonts, never user data.
-    Creating them here, in a separate untraced process, leaves the traced
-    server in the state every later start of an installed server is in.
+    import ever, at start-up) and the bank embeddings (``privascan prepare``,
+    the deploy-time step) are caches of code, fonts and model output, never
+    user data. Creating them here, in a separate untraced process, leaves the
+    traced server in the state every later start of an installed server is in.
     """
     code = (
         "from plugins.medsiglip.demo import demo_model_directory; print('demo model:', demo_model_directory());"
@@ -80,7 +81,13 @@ def prepare_first_run_caches(env: dict[str, str]) -> list[str]:
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=False, timeout=600)
     if done.returncode != 0:
         raise RuntimeError(f"could not prepare the demo model:\n{done.stderr[-2000:]}")
-    return [line for line in done.stdout.splitlines() if ":" in line]
+    prepared = subprocess.run([sys.executable, "-m", "webapp.cli", "prepare"], cwd=REPO, env=env,
+                              capture_output=True, text=True, check=False, timeout=600)
+    if prepared.returncode != 0:
+        raise RuntimeError(f"could not prepare the bank embeddings:\n{prepared.stderr[-2000:]}")
+    return [line for line in done.stdout.splitlines() if ":" in line] + [
+        f"bank embeddings (privascan prepare): {line}" for line in prepared.stdout.splitlines() if line.strip()
+    ]
 
 
 class OutputTail:

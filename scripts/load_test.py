@@ -176,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     width, height = (int(side) for side in args.photo_size.lower().split("x"))
 
-    env = server_environment()
+    # Every simulated person comes from 127.0.0.1: the per-client rate limit would treat them as one.
+    env = server_environment(PRIVASCAN_RATE_LIMIT_ENABLED="0")
     prepare_first_run_caches(env)
     photos = [encode(lesion_photo(seed, width, height), "JPEG", quality=90) for seed in range(8)]
     port = free_port()

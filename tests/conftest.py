@@ -7,6 +7,8 @@ are re-exported here for older imports).
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from plugins.medsiglip.tiny_model import build_tiny_siglip
@@ -19,6 +21,19 @@ def pytest_runtest_setup(item):
     module = getattr(item, "module", None)
     if module is not None and getattr(module, "NCI_PHOTO", None) is not None and not NCI_PHOTO.exists():
         pytest.skip(f"the real test photo is missing: {NCI_PHOTO} (../shared/data beside the checkout)")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def embedding_cache_dir(tmp_path_factory):
+    """Apps built by tests (and servers they start) keep bank embeddings here, never in the user's real cache."""
+    folder = tmp_path_factory.mktemp("embedding-cache")
+    previous = os.environ.get("PRIVASCAN_CACHE_DIR")
+    os.environ["PRIVASCAN_CACHE_DIR"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("PRIVASCAN_CACHE_DIR", None)
+    else:
+        os.environ["PRIVASCAN_CACHE_DIR"] = previous
 
 
 @pytest.fixture

@@ -85,6 +85,8 @@ def make_app(tiny_model_dir: str, **overrides):
         "MODEL": tiny_model_dir,
         "SESSION_COOKIE_SECURE": False,
         "PLUGIN_ALLOWLIST": (),  # no third-party plugin leaks into the suite
+        # The suite sends hundreds of requests a second from one address; tests/test_rate_limit.py turns it on.
+        "RATE_LIMIT_ENABLED": False,
         **overrides,
     }
     app = create_app(config)

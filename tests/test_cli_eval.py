@@ -428,3 +428,34 @@ def test_fit_calibration_writes_the_temperature_and_the_app_applies_it(dataset, 
     monkeypatch.setenv("PRIVASCAN_BANK_OVERRIDES", str(overrides))
     app = make_app(tiny_model_dir)
     assert app.extensions["privascan_registry"].banks["dermatology"].temperature == calibration["temperature"]
+
+
+def test_compare_int8_scores_the_same_crops_through_the_quantized_tower(dataset, environment, tmp_path, capsys):
+    from plugins.medsiglip.classifier import is_quantized
+
+    quantized_passes = []
+    real = MedSigLIPClassifier.embed_crops
+
+    def counting(self, crops):
+        quantized_passes.append(is_quantized(self.model.vision_model))
+        return real(self, crops)
+
+    out = tmp_path / "out"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(MedSigLIPClassifier, "embed_crops", counting)
+        assert cli.main(["eval", str(dataset / "photos"), "--out", str(out), *MAPS, "--quiet", "--compare-int8"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    analysed = analysed_images(report)
+    assert [arm["description"].split(", ")[-1] for arm in report["arms"]] == ["fp32", "int8"]
+    # One fp32 and one int8 vision pass per analysed image.
+    assert quantized_passes.count(False) == len(analysed) and quantized_passes.count(True) == len(analysed)
+    a = np.array([list(i["arms"]["A"]["probabilities"].values()) for i in analysed])
+    b = np.array([list(i["arms"]["B"]["probabilities"].values()) for i in analysed])
+    assert not np.array_equal(a, b) and np.abs(a - b).max() < 0.2  # close, not identical
+    comparison = report["comparison"]
+    same = sum(i["arms"]["A"]["predicted"] == i["arms"]["B"]["predicted"] for i in analysed)
+    assert comparison["same_prediction"] == same
+    out_text = capsys.readouterr().out
+    assert "int8 minus fp32: balanced accuracy" in out_text and f"same top-1 on {same} of {len(analysed)}" in out_text
+    assert cli.main(["eval", str(dataset / "photos"), "--out", str(tmp_path / "o2"), *MAPS, "--quiet",
+                     "--compare-int8", "--compare-template-set", "dermoscopy"]) == 2

@@ -363,9 +363,7 @@ def test_gated_repository_reasons_name_the_terms_and_the_token():
     assert "no access" in with_token.reason and "accept the HAI-DEF terms" in with_token.advice
 
 
-def test_int8_mode_classifies_close_to_fp32_and_keeps_heatmaps_fp32(tiny_model_dir, bank, crop):
-    from plugins.medsiglip import MedSigLIPGradCAM
-
+def test_int8_mode_classifies_close_to_fp32(tiny_model_dir, bank, crop):
     template_set = bank.template_set("clinical")
     exact = MedSigLIPClassifier(tiny_model_dir, device="cpu")
     fast = MedSigLIPClassifier(tiny_model_dir, device="cpu", int8=True)
@@ -373,12 +371,8 @@ def test_int8_mode_classifies_close_to_fp32_and_keeps_heatmaps_fp32(tiny_model_d
         classifier.load()
         classifier.prepare(bank, template_set)
         classifier.release_text_tower()
-    assert fast._int8_vision is not None and exact._int8_vision is None
     reference, quick = exact.classify(crop, bank, template_set), fast.classify(crop, bank, template_set)
-    cosine = float(np.dot(reference.similarities, quick.similarities)
-                   / (np.linalg.norm(reference.similarities) * np.linalg.norm(quick.similarities)))
+    cosine = float(np.dot(reference.embedding, quick.embedding))  # unit-norm image embeddings
     assert cosine > 0.99
     assert not np.array_equal(reference.logits, quick.logits)  # the quantized tower really ran
-    # The explainer's scores come from the fp32 tower, identical to the exact classifier's.
-    explained = MedSigLIPGradCAM().explain(fast, crop, bank, template_set, None)
-    np.testing.assert_allclose(explained.scores.logits, reference.logits, rtol=1e-4, atol=1e-5)
+    assert ", int8" in fast.describe() and "int8" not in exact.describe()

@@ -33,7 +33,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     # turns the warning in between into an error.
     Image.MAX_IMAGE_PIXELS = app.config["MAX_IMAGE_PIXELS"]
 
-    from . import errors, i18n, jobs, local_time, metrics, page_words, plugin_assets, security, sessions, static_assets
+    from . import (
+        api_access, decoding, errors, i18n, jobs, local_time, metrics, page_words, plugin_assets, rate_limit, security,
+        sessions, static_assets, unread_body,
+    )
     from .adapter import install_adapter
     from .bank_overrides import apply_bank_overrides
     from .plugins import build_registry, make_plugin_manager, plugin_folders
@@ -45,6 +48,7 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     Htmx(app)
     health.init_app(app)  # before sessions: /healthz and /readyz never create one
+    rate_limit.init_app(app)  # next: a client over its limit is answered before anything else runs
     i18n.init_app(app)  # the request's language, its in-memory catalogue, Babel's formats
     page_words.init_app(app)  # the scripts' words, in the page's language
     sessions.init_app(app)  # after Htmx: it installs the in-memory request class
@@ -52,6 +56,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     security.init_app(app)
     static_assets.init_app(app)  # ?v=<hash> on static URLs, cached for a year; no redirects from routing
     errors.init_app(app)
+    unread_body.init_app(app)
+    decoding.init_app(app)
+    api_access.init_app(app)
 
     pm = make_plugin_manager(app.config)
     registry = build_registry(pm, app.config)
@@ -73,6 +80,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(lesions.bp)
     app.register_blueprint(reports.bp)
     results.init_context(app)
+    rate_limit.limit_image_endpoints(app)
 
     # Scale-out mode: web replicas load no model (the workers do; `privascan worker` sets ROLE).
     web_replica_of_fleet = app.config.get("REDIS_URL") and app.config.get("ROLE") != "worker"

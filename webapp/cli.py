@@ -15,7 +15,7 @@ import sys
 from .config import config_from_environment
 from .plugins import make_plugin_manager
 
-COMMANDS = ("new_plugin", "evaluate", "adapt", "analyse", "worker", "serve")
+COMMANDS = ("new_plugin", "evaluate", "adapt", "analyse", "worker", "prepare")
 
 
 def build_parser() -> argparse.ArgumentParser:

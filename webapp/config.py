@@ -24,6 +24,12 @@ def _number(name: str, default: float) -> float:
     return float(value) if value not in (None, "") else default
 
 
+def _api_key_hashes() -> tuple[bytes, ...]:
+    from .api_access import key_hashes
+
+    return key_hashes(os.environ.get("PRIVASCAN_API_KEYS"))
+
+
 def config_from_environment() -> dict:
     """Read the operator's settings; called by create_app() before test_config applies."""
     allow = os.environ.get("PRIVASCAN_PLUGINS")
@@ -45,6 +51,12 @@ def config_from_environment() -> dict:
         "DEMO_MODEL": _flag("PRIVASCAN_DEMO_MODEL"),
         # Dynamic int8 for classification without a heatmap (CPU; heatmaps stay fp32).
         "INT8": _flag("PRIVASCAN_INT8"),
+        # CUDA only: classification without a heatmap under bf16/fp16 autocast (heatmaps stay fp32).
+        "CUDA_HALF": _flag("PRIVASCAN_CUDA_HALF", True),
+        # Folder of the bank text embeddings kept between runs (webapp/embedding_cache.py):
+        # model-derived, written at start-up only. Unset: ~/.cache/privascan/embeddings
+        # (or $XDG_CACHE_HOME/privascan/embeddings); "off": nothing is kept.
+        "CACHE_DIR": os.environ.get("PRIVASCAN_CACHE_DIR") or None,
         "LESION_WEIGHTS": os.environ.get("PRIVASCAN_LESION_WEIGHTS") or None,
         "BANK_OVERRIDES": os.environ.get("PRIVASCAN_BANK_OVERRIDES") or None,  # TOML from `privascan eval --fit-thresholds`
         "ADAPTER": os.environ.get("PRIVASCAN_ADAPTER") or None,  # file from `privascan adapt`
@@ -68,6 +80,11 @@ def config_from_environment() -> dict:
         "MAX_CONTENT_LENGTH": int(_number("PRIVASCAN_MAX_REQUEST_MB", 64) * 1024 * 1024),
         "MAX_FORM_PARTS": int(_number("PRIVASCAN_MAX_FORM_PARTS", 100)),
         "MAX_IMAGE_PIXELS": int(_number("PRIVASCAN_MAX_IMAGE_MEGAPIXELS", 50) * 1_000_000),
+        # Decoding (webapp/decoding.py): decodes at once, their estimated memory together, and how
+        # long a request may wait for its turn before it is told the server is busy.
+        "DECODE_SLOTS": int(_number("PRIVASCAN_DECODE_SLOTS", 2)),
+        "DECODE_MEMORY_BYTES": int(_number("PRIVASCAN_DECODE_MB", 600) * 1024 * 1024),
+        "DECODE_WAIT_SECONDS": _number("PRIVASCAN_DECODE_WAIT_SECONDS", 30),
         "QUEUE_SIZE": int(_number("PRIVASCAN_QUEUE_SIZE", 16)),
         # Seconds the JSON API waits for its analysis before answering 503 (the job is then cancelled).
         "API_TIMEOUT": _number("PRIVASCAN_API_TIMEOUT", 600),
@@ -85,6 +102,12 @@ def config_from_environment() -> dict:
         "LIVE_LOG_LIMIT": int(_number("PRIVASCAN_LIVE_LOG_LIMIT", 500)),  # alerts kept per session
         # Cosine similarity of two crops' image embeddings from which "same lesion?" is asked (docs/lesions.md).
         "SAME_LESION_SIMILARITY": _number("PRIVASCAN_SAME_LESION_SIMILARITY", 0.90),
+        # Per client address (webapp/rate_limit.py): every request, and those that decode or analyse an image.
+        "RATE_LIMIT_ENABLED": _flag("PRIVASCAN_RATE_LIMIT_ENABLED", True),
+        "RATE_LIMIT": os.environ.get("PRIVASCAN_RATE_LIMIT", "100 per second;6000 per minute"),
+        "RATE_LIMIT_UPLOADS": os.environ.get("PRIVASCAN_RATE_LIMIT_UPLOADS", "60 per minute"),
+        # PRIVASCAN_API_KEYS, comma-separated: only their SHA-256 is kept (webapp/api_access.py).
+        "API_KEY_HASHES": _api_key_hashes(),
         "FRAME_ANCESTORS": os.environ.get("PRIVASCAN_FRAME_ANCESTORS", "'none'"),
         "SESSION_COOKIE_SECURE": _flag("PRIVASCAN_SECURE_COOKIE", True),
         # Behind a TLS-terminating reverse proxy: trust its X-Forwarded-* headers.

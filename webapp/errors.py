@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 # Marked here, translated when an error is shown (the request's language).
 FRIENDLY = {
     400: N_("The request could not be understood."),
+    401: N_("This needs a key."),
     403: N_("This action is not allowed."),
     404: N_("That photo or page does not exist (it may have been deleted, or your session may have ended)."),
     405: N_("That action is not available here."),
@@ -72,6 +73,8 @@ def init_app(app: Flask) -> None:
         body, status, headers = render_error(status, message)
         if status == 503:
             headers["Retry-After"] = "30"
+        if status == 401:
+            headers["WWW-Authenticate"] = "Bearer"  # the JSON API's keys (webapp/api_access.py)
         return body, status, headers
 
     from .store import StoreFull

@@ -12,7 +12,7 @@ side, releasing the text tower) are protocols of their own, checked with
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 from PIL import Image
@@ -82,6 +82,14 @@ class PreparesBanks(Protocol):
 
     def prepare(self, bank: "PromptBank", template_set: "TemplateSet") -> None:
         """Compute and keep what scoring against this bank and template set needs."""
+
+
+@runtime_checkable
+class ExpectsBanks(Protocol):
+    """A classifier that can start from stored bank embeddings when told, before ``load``, what it will serve."""
+
+    def expect_banks(self, pairs: "Sequence[tuple[PromptBank, TemplateSet]]") -> None:
+        """The (bank, template set) pairs start-up will prepare; all of them stored: no text tower is loaded."""
 
 
 @runtime_checkable

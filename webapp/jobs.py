@@ -23,7 +23,10 @@ from .i18n import N_, Message, translate
 
 from .images import open_clean
 from .interfaces import ClinicalApp
-from .pipeline import AnalysisResult, FrameAnalysis, Heatmap, analyse_frame, analyse_image, explain_condition, explain_jpeg_crop
+from .pipeline import (
+    AnalysisResult, FrameAnalysis, Heatmap, analyse_frame, analyse_image, crop_size, explain_condition, explain_jpeg_crop,
+    heatmap_allowance, result_allowance,
+)
 from .plugins import Registry
 from .store import Photo, SessionData
 from .worker import InferenceWorker, Job, QueueFull
@@ -96,6 +99,12 @@ def queue_position(store_id: str, photo_id: str) -> int | None:
     return _worker().position(photo_job_key(store_id, photo_id))
 
 
+def queue_positions(store_id: str, photo_ids) -> dict[str, int]:
+    """The queue places of several photos' analyses, all read at one moment (photo id -> 1-based place)."""
+    keys = {photo_job_key(store_id, photo_id): photo_id for photo_id in photo_ids}
+    return {keys[key]: place for key, place in _worker().positions(keys).items()}
+
+
 def queue_analysis(data: SessionData, photo: Photo, settings: dict, analyse_anyway: bool = False) -> int:
     """Queue a photo's full analysis (scores and heatmap); returns its position.
 
@@ -107,6 +116,8 @@ def queue_analysis(data: SessionData, photo: Photo, settings: dict, analyse_anyw
     work = partial(_analyse_stored_photo, current_app._get_current_object(), data.id, photo.id,
                    clinical_app.name, settings.get("template_set"), data.secret, analyse_anyway)
     store = current_app.extensions["privascan_store"]
+    # Room for the result (crop, heatmap) is claimed in the caps now, so queued jobs cannot overshoot them.
+    store.claim_room(data, photo, "analyse", result_allowance(crop_size(clinical_app, current_app.extensions["privascan_registry"])))
     before = {"state": photo.state, "stage": photo.stage, "error": photo.error}
     # Marked queued before it can start: the worker's "running" and "done" always come after.
     store.update_photo(data.id, photo.id, secret=data.secret, state="queued", stage="", error="")
@@ -114,6 +125,7 @@ def queue_analysis(data: SessionData, photo: Photo, settings: dict, analyse_anyw
         handle = _worker().submit(Job(photo_job_key(data.id, photo.id), work))
     except QueueFull:
         store.update_photo(data.id, photo.id, secret=data.secret, **before)
+        store.release_room(data.id, photo.id, "analyse", secret=data.secret)
         raise
     return handle.position() or 1
 
@@ -121,9 +133,17 @@ def queue_analysis(data: SessionData, photo: Photo, settings: dict, analyse_anyw
 def queue_extra_heatmap(data: SessionData, photo: Photo, settings: dict, condition_id: str) -> int:
     """Queue a heatmap for another condition of an analysed photo; returns its position."""
     ready_clinical_app(settings)  # only the readiness check: the heatmap follows the result's own modality
+    registry = current_app.extensions["privascan_registry"]
+    store = current_app.extensions["privascan_store"]
+    kind = f"explain:{condition_id}"
+    store.claim_room(data, photo, kind, heatmap_allowance(crop_size(registry.app(photo.result.app_name), registry)))
     work = partial(_explain_stored_photo, current_app._get_current_object(), data.id, photo.id, condition_id,
                    data.secret, not settings.get("adapter_off"))
-    handle = _worker().submit(Job(photo_job_key(data.id, photo.id, f"explain:{condition_id}"), work))
+    try:
+        handle = _worker().submit(Job(photo_job_key(data.id, photo.id, kind), work))
+    except QueueFull:
+        store.release_room(data.id, photo.id, kind, secret=data.secret)
+        raise
     return handle.position() or 1
 
 
@@ -146,6 +166,8 @@ def _analyse_stored_photo(app: Flask, store_id: str, photo_id: str, app_name: st
         update(state="done", stage="", result=result, extra_heatmaps={})
     except Exception:
         _report_failure(update)
+    finally:
+        store.release_room(store_id, photo_id, "analyse", secret=secret)  # its real bytes count from now on
 
 
 def _explain_stored_photo(app: Flask, store_id: str, photo_id: str, condition_id: str, secret: bytes | None = None,
@@ -154,6 +176,7 @@ def _explain_stored_photo(app: Flask, store_id: str, photo_id: str, condition_id
     registry: Registry = app.extensions["privascan_registry"]
     photo = store.get_photo(store_id, photo_id, touch=False, secret=secret)
     if photo is None or photo.result is None:
+        store.release_room(store_id, photo_id, f"explain:{condition_id}", secret=secret)
         return
     update = partial(store.update_photo, store_id, photo_id, secret=secret)
     try:
@@ -164,6 +187,8 @@ def _explain_stored_photo(app: Flask, store_id: str, photo_id: str, condition_id
         update(extra_heatmaps={**photo.extra_heatmaps, condition_id: heatmap.png})
     except Exception:
         _report_failure(update)
+    finally:
+        store.release_room(store_id, photo_id, f"explain:{condition_id}", secret=secret)
 
 
 def _report_failure(update: Callable[..., Any]) -> None:
@@ -220,5 +245,5 @@ def explain_live_crop(crop_jpeg: bytes, template_set_id: str | None, condition_i
 
 __all__ = [
     "NotReady", "QueueFull", "WorkerTimeout", "analyse_live_frame", "analyse_once", "clinical_app_for",
-    "explain_live_crop", "init_app", "queue_analysis", "queue_extra_heatmap", "queue_position", "ready_clinical_app",
+    "explain_live_crop", "init_app", "queue_analysis", "queue_extra_heatmap", "queue_position", "queue_positions", "ready_clinical_app",
 ]

@@ -325,6 +325,16 @@ class LiveState:
         with self._lock:
             return list(self.log)
 
+    # Python's own overhead of one logged Alert (object, fields, small strings), beyond its text.
+    ALERT_OVERHEAD_BYTES = 600
+
+    @property
+    def size_bytes(self) -> int:
+        """What the scan keeps, for the session's memory caps: the last crop and the alert log."""
+        with self._lock:
+            texts = sum(len(a.explanation) + len(a.label) + self.ALERT_OVERHEAD_BYTES for a in self.log)
+            return len(self.last_crop_jpeg) + texts
+
     def clear_log(self) -> None:
         with self._lock:
             self.log.clear()

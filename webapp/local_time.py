@@ -60,8 +60,7 @@ def user_zone() -> dt.tzinfo:
         return _server_zone()
     if "user_zone" not in g:
         name = valid_zone_name(request.headers.get(HEADER)) or _parsed_form_zone()
-        if name and session.get(SESSION_KEY) != name:
-            session[SESSION_KEY] = name
+        _remember(name)
         name = name or valid_zone_name(session.get(SESSION_KEY))
         g.user_zone = ZoneInfo(name) if name else _server_zone()
     return g.user_zone
@@ -119,11 +118,17 @@ def local_iso(moment: dt.datetime | str) -> str:
     return in_user_zone(moment).isoformat(timespec="seconds")
 
 
+def _remember(name: str | None) -> None:
+    # Only in a session that already holds something: the server keeps nothing for a browser before that.
+    from .sessions import current_data
+
+    if name and session.get(SESSION_KEY) != name and current_data() is not None:
+        session[SESSION_KEY] = name
+
+
 def _remember_zone() -> None:
     if request.endpoint != "static":
-        name = valid_zone_name(request.headers.get(HEADER))
-        if name and session.get(SESSION_KEY) != name:
-            session[SESSION_KEY] = name
+        _remember(valid_zone_name(request.headers.get(HEADER)))
 
 
 def init_app(app: Flask) -> None:

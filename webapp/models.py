@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 
 from .i18n import N_, Message
-from .interfaces import LoadsAtStartup, ModelUnavailable, PreparesBanks, ReleasesTextTower
+from .interfaces import ExpectsBanks, LoadsAtStartup, ModelUnavailable, PreparesBanks, ReleasesTextTower
 from .plugins import Registry
 
 log = logging.getLogger(__name__)
@@ -93,10 +93,14 @@ class ModelManager:
 
     def _load(self, name: str, classifier) -> None:
         started = time.perf_counter()
-        pairs = self._pairs_default_first(name)
+        pairs = self.pairs_default_first(name)
         self._set(name, state="loading", message=Message(N_("Loading the model (step 1: reading its weights)…")), advice="",
                   step=1, steps=1 + (1 if isinstance(classifier, PreparesBanks) and pairs else 0), started_at=time.time())
         try:
+            if isinstance(classifier, ExpectsBanks) and isinstance(classifier, PreparesBanks):
+                # With every pair's embeddings in the cache the text tower is never loaded,
+                # and each prepare() below only finds what load() read.
+                classifier.expect_banks(pairs)
             classifier.load()
             if isinstance(classifier, PreparesBanks) and pairs:
                 # The default modality's default picture kind first: analysis can
@@ -136,7 +140,7 @@ class ModelManager:
             seconds=time.perf_counter() - started,
         )
 
-    def _pairs_default_first(self, classifier_name: str) -> list:
+    def pairs_default_first(self, classifier_name: str) -> list:
         """Every (bank, template set) this classifier serves, the default app's first set first."""
         apps = [app for app in self.registry.apps.values() if app.classifier == classifier_name]
         apps.sort(key=lambda app: app.name != self.default_app)

@@ -56,6 +56,16 @@ def crop_size(clinical_app: ClinicalApp, registry: Registry) -> int:
     return int(registry.classifiers[clinical_app.classifier].input_size)
 
 
+def heatmap_allowance(side: int) -> int:
+    """The most bytes one heatmap overlay PNG of a ``side`` crop takes (raw RGB plus PNG's framing)."""
+    return side * side * 3 + 64 * 1024
+
+
+def result_allowance(side: int) -> int:
+    """Room a photo's result is given in the caps before it is computed: heatmap, crop JPEG, embedding."""
+    return heatmap_allowance(side) + side * side * 3 // 2 + 64 * 1024
+
+
 @dataclass
 class AnalysisResult:
     app_name: str

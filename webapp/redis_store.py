@@ -28,8 +28,10 @@ store's global cap.
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import secrets
+import threading
 import time
 from collections import OrderedDict
 from typing import Any, Callable
@@ -38,13 +40,14 @@ import redis
 
 from .i18n import N_, Message
 from .session_crypto import CannotOpen, new_key, seal, unseal
-from .store import Photo, SessionData, StoreFull
+from .store import Photo, SessionData, StoreFull, _megabytes
 
 PREFIX = "privascan:"
 INDEX_KEY = PREFIX + "sessions"  # sorted set: session id -> expiry time
 BUSY = Message(N_("The server is serving as many people as it can. Please try again in a few minutes."))
 MEMORY_FULL = Message(N_("The server's memory for photos is full right now. Please try again in a few minutes."))
-META_FIELDS = ("id", "digest", "name", "width", "height", "taken_on", "date_source", "added_at", "state", "stage", "error")
+META_FIELDS = ("id", "digest", "name", "width", "height", "taken_on", "date_source", "added_at", "state", "stage", "error",
+               "source_digest")
 
 # HSET only while the session still exists: a write racing with "Clear" or
 # expiry must not bring a deleted session back as an orphan without a TTL.
@@ -141,7 +144,7 @@ class RedisPhoto(Photo):
 def _unloaded_photo(meta: dict) -> RedisPhoto:
     photo = RedisPhoto.__new__(RedisPhoto)
     for name in META_FIELDS:
-        setattr(photo, name, meta[name])
+        setattr(photo, name, meta.get(name, ""))  # source_digest: absent in photos stored before it existed
     for slot in ("_jpeg", "_thumbnail", "_result", "_extra_heatmaps"):
         photo.__dict__[slot] = _UNLOADED
     return photo
@@ -196,6 +199,9 @@ class RedisSessionStore:
         self.max_photos = max_photos
         self.max_bytes = max_bytes
         self._clock = clock
+        # This replica's decodes in flight, per session (they are in this process's memory, not Redis's).
+        self._reserved: dict[str | None, int] = {}
+        self._reserved_lock = threading.Lock()
 
     # -- low level ------------------------------------------------------------
     def _ttl(self, created: float, now: float) -> int:
@@ -334,7 +340,9 @@ class RedisSessionStore:
         if len(data.photos) >= self.max_photos:
             raise StoreFull(Message(N_("This session already holds %(limit)d photos, the most allowed. Delete some first."), limit=self.max_photos))
         size = len(photo.jpeg) + len(photo.thumbnail)
-        if self.session_bytes(data.id) + size > self.max_bytes:
+        with self._reserved_lock:
+            others_in_flight = self._reserved.get(data.id, 0)
+        if self.session_bytes(data.id) + others_in_flight + size > self.max_bytes:
             raise StoreFull(Message(N_("This session's photos have reached the memory allowed. Delete some first.")))
         meta = {name: getattr(photo, name) for name in META_FIELDS}
         values = {f"photo:{photo.id}:meta": _pickle(meta), f"photo:{photo.id}:jpeg": photo.jpeg,
@@ -346,7 +354,40 @@ class RedisSessionStore:
         data.photos[photo.id] = _unloaded_photo(meta)._bind(self, data.id, data.secret)
 
     def find_duplicate(self, data: SessionData, digest: str) -> Photo | None:
-        return next((p for p in data.photos.values() if p.digest == digest), None)
+        """A photo with these pixels (``digest``) or these uploaded bytes (``source_digest``)."""
+        return next((p for p in data.photos.values() if digest in (p.digest, p.source_digest)), None)
+
+    # -- memory in flight -------------------------------------------------------
+    def _check_room(self, data: SessionData, nbytes: int, what: str) -> None:
+        with self._reserved_lock:
+            reserved = self._reserved.get(data.id, 0)
+        if self.session_bytes(data.id) + reserved + nbytes > self.max_bytes:
+            raise StoreFull(f"{what} would need about {_megabytes(nbytes)} of memory, more than this session has "
+                            f"left of its {_megabytes(self.max_bytes)}. Delete some photos first, or send a smaller photo.")
+
+    @contextlib.contextmanager
+    def reserve(self, data: SessionData | None, nbytes: int, what: str = "Decoding this photo"):
+        """Count a decode's estimated peak in the session's cap while it runs (Redis's maxmemory is the total cap;
+        this replica's own decode memory is bounded by webapp/decoding.py's gate)."""
+        key = data.id if data is not None else None
+        if data is not None:
+            self._check_room(data, nbytes, what)
+        with self._reserved_lock:
+            self._reserved[key] = self._reserved.get(key, 0) + nbytes
+        try:
+            yield
+        finally:
+            with self._reserved_lock:
+                self._reserved[key] -= nbytes
+                if not self._reserved[key]:
+                    del self._reserved[key]
+
+    def claim_room(self, data: SessionData, photo: Photo, kind: str, nbytes: int) -> None:
+        """Refuse a job whose result cannot fit in the session's cap (Redis counts the result once written)."""
+        self._check_room(data, nbytes, "Its result")
+
+    def release_room(self, store_id: str, photo_id: str, kind: str, secret: bytes | None = None) -> None:
+        """Nothing is held between the claim and the write-back here: the result's own bytes count from then on."""
 
     def get_photo(self, store_id: str | None, photo_id: str, touch: bool = True, secret: bytes | None = None) -> Photo | None:
         data = self.get(store_id, touch=touch, secret=secret)

@@ -8,6 +8,16 @@ the least recently active entries once it holds more than its threshold, so a
 flood of cookie-less requests could log everyone else out; ``VisitorCache``
 refuses newcomers instead, and they are told the server is busy.
 
+Nothing is kept on the server for a browser until it stores something
+(its first photo, a setting, a live scan): the CSRF token a page carries is
+derived from a random value in its own cookie (``privascan_csrf``, signed
+with the app's secret key), not kept in a server-side session, so a flood of
+cookie-less requests (``GET /nope`` ten thousand times) creates nothing and
+locks nobody out. When a session first gets data (its store is created) its
+id changes, so an id an attacker planted in the victim's browser beforehand
+(session fixation) never sees the victim's photos. With Secure cookies the
+names carry the ``__Host-`` prefix: a sibling subdomain cannot set them.
+
 Scale-out mode (``PRIVASCAN_REDIS_URL``): flask-session's Redis backend holds
 that small dict instead, and ``webapp.redis_store`` the bytes, sealed with a
 per-session key that lives only in the browser's second HttpOnly cookie
@@ -16,7 +26,9 @@ per-session key that lives only in the browser's second HttpOnly cookie
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
 import hmac
 import secrets
 import threading
@@ -33,7 +45,16 @@ from .store import SessionData, SessionStore
 
 SWEEP_EVERY_SECONDS = 30
 CSRF_HEADER = "X-CSRF-Token"
+CSRF_COOKIE = "privascan_csrf"
+SESSION_COOKIE = "privascan_session"
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+BUSY = Message(N_("The server is serving as many people as it can. Please try again in a few minutes."))
+
+
+def cookie_name(config, base: str) -> str:
+    """``__Host-`` + name when cookies are Secure: the browser then refuses the cookie unless it was set
+    by this very host over HTTPS, for path /, without a Domain (no sibling subdomain can plant it)."""
+    return f"__Host-{base}" if config.get("SESSION_COOKIE_SECURE") else base
 
 
 class InMemoryRequest(HtmxAwareRequest):
@@ -85,7 +106,9 @@ def init_app(app: Flask) -> None:
         PERMANENT_SESSION_LIFETIME=idle,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
-        SESSION_COOKIE_NAME="privascan_session",
+        SESSION_COOKIE_NAME=cookie_name(app.config, SESSION_COOKIE),
+        SESSION_COOKIE_PATH="/",
+        SESSION_COOKIE_DOMAIN=None,
     )
     caps = dict(
         idle_seconds=idle.total_seconds(),
@@ -122,6 +145,7 @@ def init_app(app: Flask) -> None:
     app.before_request(_load_session)
     app.before_request(_check_csrf)
     app.after_request(_keep_session_key_cookie)
+    app.after_request(_keep_csrf_cookie)
     app.context_processor(lambda: {"csrf_token": csrf_token()})
 
 
@@ -170,12 +194,14 @@ def _load_session() -> None:
         abort(503, description=UNAVAILABLE)
     current_app.extensions["privascan_sweeper"].maybe_sweep()
     visitors = current_app.config.get("SESSION_CACHELIB")
-    if not session and request.endpoint != "static" and request.blueprint != "api" \
+    if not session and request.method not in SAFE_METHODS and request.blueprint != "api" \
             and visitors is not None and visitors.is_full():
-        # A newcomer while the visitor table is full: nobody else is evicted.
-        abort(503, description=Message(N_("The server is serving as many people as it can. Please try again in a few minutes.")))
+        # A newcomer about to store something while the visitor table is full: nobody
+        # else is evicted. (Reading pages never needs an entry, so it never hits this.)
+        abort(503, description=BUSY)
     store = get_store()
-    data = store.get(session.get("store_id"), secret=key_from_cookie(request.cookies.get(KEY_COOKIE)))
+    key_cookie = cookie_name(current_app.config, KEY_COOKIE)
+    data = store.get(session.get("store_id"), secret=key_from_cookie(request.cookies.get(key_cookie)))
     started = session.get("started", 0)
     if data is None and session.get("store_id"):
         g.session_ended = True
@@ -186,18 +212,24 @@ def _load_session() -> None:
         session.pop("store_id", None)
         data = None
     else:
-        # A cookie the server no longer knows (expired or from before a restart).
-        g.session_ended = bool(request.cookies.get(current_app.config["SESSION_COOKIE_NAME"])) and not session.get("csrf")
+        # A cookie the server no longer knows (expired or from before a restart): a
+        # session is only ever issued holding something, so an empty one is unknown.
+        g.session_ended = bool(request.cookies.get(current_app.config["SESSION_COOKIE_NAME"])) and not session
     g.store_data = data
 
 
 def current_data(create: bool = False) -> SessionData | None:
-    """This browser's store; created on first need (the first upload), never shared."""
+    """This browser's store; created on first need (the first upload), never shared.
+
+    Creating it gives the session a new id: an id planted in this browser
+    before (session fixation) is worth nothing from now on.
+    """
     data = g.get("store_data")
     if data is None and create:
         data = get_store().create()
         session["store_id"] = data.id
         session["started"] = time.time()
+        current_app.session_interface.regenerate(session)
         g.store_data = data
         g.new_session_key = data.secret
     return data
@@ -207,22 +239,64 @@ def _keep_session_key_cookie(response):
     """Scale-out mode: hand a new session's key to the browser; drop it once the session is gone."""
     new_key = g.get("new_session_key")
     config = current_app.config
+    name = cookie_name(config, KEY_COOKIE)
     if new_key:
         response.set_cookie(
-            KEY_COOKIE, key_to_cookie(new_key), max_age=int(config["SESSION_LIFETIME_HOURS"] * 3600),
+            name, key_to_cookie(new_key), max_age=int(config["SESSION_LIFETIME_HOURS"] * 3600),
             httponly=True, secure=config["SESSION_COOKIE_SECURE"], samesite="Lax", path="/",
         )
-    elif request.cookies.get(KEY_COOKIE) and not session.get("store_id"):
-        response.delete_cookie(KEY_COOKIE, path="/", httponly=True, secure=config["SESSION_COOKIE_SECURE"], samesite="Lax")
+    elif request.cookies.get(name) and not session.get("store_id"):
+        response.delete_cookie(name, path="/", httponly=True, secure=config["SESSION_COOKIE_SECURE"], samesite="Lax")
     return response
 
 
+# -- CSRF: a token from a cookie, with nothing kept on the server ----------------------
+def _csrf_seed() -> str:
+    """This browser's CSRF seed (from its cookie), or a new one that the response will set."""
+    seed = g.get("csrf_seed")
+    if seed is None:
+        sent = request.cookies.get(cookie_name(current_app.config, CSRF_COOKIE), "")
+        if sent.isascii() and 16 <= len(sent) <= 64:
+            seed = sent
+        else:
+            seed = secrets.token_urlsafe(24)
+            g.new_csrf_seed = True
+        g.csrf_seed = seed
+    return seed
+
+
+def _token_for(seed: str) -> str:
+    """The page's token: an HMAC of the seed under the app's secret (shared by every replica)."""
+    secret = current_app.secret_key
+    secret = secret.encode() if isinstance(secret, str) else secret
+    mac = hmac.new(secret, b"privascan csrf v1:" + seed.encode("ascii"), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).decode("ascii").rstrip("=")
+
+
 def csrf_token() -> str:
-    token = session.get("csrf")
-    if not token:
-        token = secrets.token_urlsafe(24)
-        session["csrf"] = token
-    return token
+    return _token_for(_csrf_seed())
+
+
+def _keep_csrf_cookie(response):
+    if g.get("new_csrf_seed"):
+        config = current_app.config
+        response.set_cookie(
+            cookie_name(config, CSRF_COOKIE), g.csrf_seed, max_age=int(config["SESSION_LIFETIME_HOURS"] * 3600),
+            httponly=True, secure=config["SESSION_COOKIE_SECURE"], samesite="Lax", path="/",
+        )
+    return response
+
+
+def tokens_match(expected: str | None, sent: str | None) -> bool:
+    """A constant-time comparison that never raises.
+
+    ``hmac.compare_digest`` raises TypeError for a str that is not ASCII (a
+    header ``X-CSRF-Token: é``): a token we issued is always ASCII, so
+    anything else is simply a wrong token (403), never a 500.
+    """
+    if not expected or not isinstance(sent, str) or not sent.isascii() or not expected.isascii():
+        return False
+    return hmac.compare_digest(expected.encode("ascii"), sent.encode("ascii"))
 
 
 def _check_csrf() -> None:
@@ -230,9 +304,10 @@ def _check_csrf() -> None:
         return
     if request.blueprint == "api":  # stateless JSON API: no cookie, nothing to forge
         return
-    expected = session.get("csrf")
+    seed = request.cookies.get(cookie_name(current_app.config, CSRF_COOKIE), "")
+    expected = _token_for(seed) if seed.isascii() and 16 <= len(seed) <= 64 else None
     sent = request.headers.get(CSRF_HEADER) or request.form.get("csrf_token", "")
-    if not expected or not hmac.compare_digest(expected, sent):
+    if not tokens_match(expected, sent):
         if g.get("session_ended"):
             abort(410, description=Message(N_("Your session had ended, so this page was out of date. It has been refreshed: please try again.")))
         abort(403, description=Message(N_("This page was out of date (its security token did not match). Please reload the page and try again.")))

@@ -10,6 +10,7 @@ absolute lifetime.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import secrets
 import threading
@@ -47,11 +48,17 @@ class Photo:
     error: str = ""
     result: Any = None  # webapp.pipeline.AnalysisResult once done
     extra_heatmaps: dict[str, bytes] = field(default_factory=dict)
+    # sha256 of the bytes as uploaded: a re-sent file is known as a duplicate before it is decoded.
+    source_digest: str = ""
+    # Room claimed for the results of queued or running jobs (job kind -> bytes), so that
+    # jobs waiting in the queue cannot together overshoot the caps (SessionStore.claim_room).
+    pending: dict[str, int] = field(default_factory=dict)
 
     @property
     def size_bytes(self) -> int:
         result_bytes = self.result.size_bytes if self.result is not None else 0
-        return len(self.jpeg) + len(self.thumbnail) + result_bytes + sum(map(len, self.extra_heatmaps.values()))
+        return (len(self.jpeg) + len(self.thumbnail) + result_bytes + sum(map(len, self.extra_heatmaps.values()))
+                + sum(self.pending.values()))
 
 
 @dataclass
@@ -69,10 +76,18 @@ class SessionData:
     lesions: OrderedDict[str, Any] = field(default_factory=OrderedDict)
     # (photo id, candidate) pairs the user answered "not the same lesion" to.
     declined_matches: set[tuple[str, str]] = field(default_factory=set)
+    # Estimated bytes of this session's decodes in flight (SessionStore.reserve).
+    reserved_bytes: int = 0
 
     @property
     def size_bytes(self) -> int:
-        return sum(photo.size_bytes for photo in self.photos.values())
+        """Everything the session holds: photos, results (crops, heatmaps, claimed room), live state, decodes in flight."""
+        live = self.live.size_bytes if self.live is not None else 0
+        return sum(photo.size_bytes for photo in self.photos.values()) + live + self.reserved_bytes
+
+
+def _megabytes(nbytes: int) -> str:
+    return f"{max(1, round(nbytes / (1024 * 1024)))} MB"
 
 
 class SessionStore:
@@ -99,6 +114,7 @@ class SessionStore:
         self._clock = clock
         self._sessions: dict[str, SessionData] = {}
         self._lock = threading.RLock()
+        self._unsessioned_reserved = 0  # decodes in flight for the stateless API
 
     # -- sessions -----------------------------------------------------------
     def create(self) -> SessionData:
@@ -166,7 +182,50 @@ class SessionStore:
 
     def total_bytes(self) -> int:
         with self._lock:
-            return sum(data.size_bytes for data in self._sessions.values())
+            return sum(data.size_bytes for data in self._sessions.values()) + self._unsessioned_reserved
+
+    # -- memory in flight ---------------------------------------------------------
+    def _check_room(self, data: SessionData | None, nbytes: int, what: str) -> None:
+        """Raise StoreFull, in words, if ``nbytes`` more would pass the session's or the server's cap."""
+        if data is not None and data.size_bytes + nbytes > self.max_bytes:
+            raise StoreFull(f"{what} would need about {_megabytes(nbytes)} of memory, more than this session has "
+                            f"left of its {_megabytes(self.max_bytes)}. Delete some photos first, or send a smaller photo.")
+        if self.max_total_bytes is not None and self.total_bytes() + nbytes > self.max_total_bytes:
+            raise StoreFull("The server's memory for photos is full right now. Please try again in a few minutes.", 503)
+
+    @contextlib.contextmanager
+    def reserve(self, data: SessionData | None, nbytes: int, what: str = "Decoding this photo"):
+        """Count ``nbytes`` (a decode's estimated peak) in the caps while the block runs; StoreFull if no room.
+
+        ``data`` None: the stateless API, counted in the total cap only.
+        """
+        with self._lock:
+            self._check_room(data, nbytes, what)
+            if data is None:
+                self._unsessioned_reserved += nbytes
+            else:
+                data.reserved_bytes += nbytes
+        try:
+            yield
+        finally:
+            with self._lock:
+                if data is None:
+                    self._unsessioned_reserved -= nbytes
+                else:
+                    data.reserved_bytes -= nbytes
+
+    def claim_room(self, data: SessionData, photo: Photo, kind: str, nbytes: int) -> None:
+        """Room for a queued job's result (its crop and heatmap), held until the job writes back or fails."""
+        with self._lock:
+            self._check_room(data, nbytes - photo.pending.get(kind, 0), "Its result")
+            photo.pending[kind] = nbytes
+
+    def release_room(self, store_id: str, photo_id: str, kind: str, secret: bytes | None = None) -> None:
+        with self._lock:
+            data = self._sessions.get(store_id)
+            photo = data.photos.get(photo_id) if data else None
+            if photo is not None:
+                photo.pending.pop(kind, None)
 
     # -- photos -------------------------------------------------------------
     def add_photo(self, data: SessionData, photo: Photo) -> None:
@@ -180,8 +239,9 @@ class SessionStore:
             data.photos[photo.id] = photo
 
     def find_duplicate(self, data: SessionData, digest: str) -> Photo | None:
+        """A photo with these pixels (``digest``) or these uploaded bytes (``source_digest``)."""
         with self._lock:
-            return next((p for p in data.photos.values() if p.digest == digest), None)
+            return next((p for p in data.photos.values() if digest in (p.digest, p.source_digest)), None)
 
     def get_photo(self, store_id: str | None, photo_id: str, touch: bool = True, secret: bytes | None = None) -> Photo | None:
         data = self.get(store_id, touch=touch)

@@ -109,6 +109,12 @@ class InferenceWorker:
                     return index
             return None
 
+    def positions(self, keys) -> dict:
+        """The 1-based places of several waiting jobs, read at one moment (a page shows them side by side)."""
+        with self._lock:
+            places = {waiting.key: place for place, waiting in enumerate(self._pending, start=1)}
+        return {key: places[key] for key in keys if key in places}
+
     def pending(self) -> int:
         with self._lock:
             return len(self._pending)

@@ -6,6 +6,7 @@ constructing its objects is cheap: weights load later, in ``load()``, which the
 core runs in a background thread.
 """
 
+from webapp.embedding_cache import cache_from_config
 from webapp.hookspecs import hookimpl
 
 from .classifier import MedSigLIPClassifier
@@ -19,7 +20,8 @@ __all__ = ["MedSigLIPClassifier", "MedSigLIPGradCAM", "register_classifiers", "r
 def register_classifiers(config):
     """The MedSigLIP classifier for ``config["MODEL"]`` (hub id or local folder), or the random demo model."""
     model = demo_model_directory() if config.get("DEMO_MODEL") else config["MODEL"]
-    return [MedSigLIPClassifier(model, token=config.get("HF_TOKEN"), int8=config.get("INT8", False))]
+    return [MedSigLIPClassifier(model, token=config.get("HF_TOKEN"), int8=config.get("INT8", False),
+                                embedding_cache=cache_from_config(config), cuda_half=config.get("CUDA_HALF", True))]
 
 
 @hookimpl

@@ -2,7 +2,10 @@
 
 The text tower runs once per (bank, template set) at start-up; the averaged,
 normalised class embeddings are cached in memory and the text tower is then
-released, so a request runs the vision tower only. The maths is SigLIP's:
+released, so a request runs the vision tower only. With an embedding cache
+(webapp/embedding_cache.py) they are also stored, keyed by the weights'
+fingerprint and the exact prompts; a later start that finds every set it
+needs there loads the vision tower alone and never touches the text weights. The maths is SigLIP's:
 logits = exp(logit_scale) * cos(image, text) + logit_bias, softmax over the bank
 for ranking (the bias cancels there but is kept so logits match the model's).
 
@@ -23,8 +26,9 @@ from typing import TYPE_CHECKING, Sequence
 
 from PIL import Image
 
+from webapp.embedding_cache import EmbeddingCache
 from webapp.i18n import N_, Message
-from webapp.memory import release_freed_memory
+from webapp.memory import drop_file_pages, file_mapped_ranges, release_freed_memory
 from webapp.interfaces import ModelUnavailable, PromptBank, Scores, TemplateSet
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -39,6 +43,13 @@ TEXT_MAX_LENGTH = 64  # MedSigLIP's text context; prompts are padded to it, as i
 TEXT_BATCH = 64  # prompts per text-tower call at start-up (bounds activation memory)
 _TRUE = {"1", "ON", "YES", "TRUE"}
 PICKLED_WEIGHTS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+# How the text side is computed (see _embed_prompts/_embed_bank); part of every cache key,
+# so changing the recipe invalidates what was stored with the old one.
+TEXT_RECIPE = "siglip-text/1: max_length=64 padding=max_length input_ids-only; unit prompts, class mean, unit"
+# Files besides the weights that shape the text side (tokenizer, config); a local
+# folder's fingerprint covers only its safetensors, so these are hashed too.
+TEXT_SIDE_FILES = ("config.json", "spiece.model", "tokenizer.json", "tokenizer_config.json",
+                   "special_tokens_map.json", "added_tokens.json")
 
 
 class TextTowerReleased(ModelUnavailable):
@@ -66,20 +77,155 @@ def pick_device() -> str:
     return "cpu"
 
 
-def quantize_vision_tower(vision_model):
-    """A dynamic-int8 copy of the vision tower's Linear layers (CPU only).
+def quantize_frozen_layers(vision_model):
+    """PRIVASCAN_INT8, in place: every encoder layer but the last in dynamic int8; returns the model.
 
-    Measured by ``bench.pipeline --int8`` on MedSigLIP-448 shapes: 1.7 s
-    instead of 5.0 s per forward, cosine 0.9997 to the fp32 embedding.
+    The frozen layers need no gradient (nothing before the last layer
+    requires one), so they run torch.ao's dynamic int8 Linear kernels. The
+    last layer, the post-layernorm and the pooling head compute in fp32,
+    because Grad-CAM hooks the last layer and back-propagates from the
+    logits to it and quantized kernels have no backward; their Linear
+    weights are only *stored* in int8 (``Int8WeightLinear``: dequantized to
+    fp32 for each pass), which saves 76 MB at MedSigLIP's size. So
+    classification and the heatmap both run through this one tower. CPU only
+    (torch.ao's dynamic quantization has no CUDA kernels).
     """
-    import copy
     import warnings
 
     import torch
 
+    layers = vision_model.encoder.layers
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao's deprecation notice; the API still works in 2.14
-        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(vision_model), {torch.nn.Linear}, dtype=torch.qint8)
+        for index in range(len(layers) - 1):
+            layers[index] = torch.ao.quantization.quantize_dynamic(layers[index], {torch.nn.Linear}, dtype=torch.qint8)
+    store_linear_weights_int8(layers[-1])
+    head = getattr(vision_model, "head", None)
+    if head is not None and getattr(head, "mlp", None) is not None:
+        store_linear_weights_int8(head.mlp)  # the head's attention keeps fp32 in_proj weights (nn.MultiheadAttention)
+    return vision_model
+
+
+def store_linear_weights_int8(module) -> None:
+    """Replace every ``nn.Linear`` under ``module`` by an ``Int8WeightLinear`` (fp32 compute, int8 storage)."""
+    import torch
+
+    kind = _int8_weight_linear()
+    for name, child in list(module.named_children()):
+        if type(child) is torch.nn.Linear:
+            setattr(module, name, kind(child))
+        else:
+            store_linear_weights_int8(child)
+
+
+_INT8_WEIGHT_LINEAR = None
+
+
+def _int8_weight_linear():
+    """The ``Int8WeightLinear`` class (made on first use: importing this module must not import torch)."""
+    global _INT8_WEIGHT_LINEAR
+    if _INT8_WEIGHT_LINEAR is not None:
+        return _INT8_WEIGHT_LINEAR
+    import torch
+    import torch.nn.functional as F
+
+    class Int8WeightLinear(torch.nn.Module):
+        """A Linear whose weight is kept in int8 (symmetric, one scale per output row) and computed in fp32.
+
+        Each pass dequantizes the weight, so autograd carries gradients to
+        the input exactly as through an fp32 Linear with those weights; only
+        the weight's rounding (at most half a step of its row's scale) differs.
+        """
+
+        def __init__(self, linear: torch.nn.Linear):
+            super().__init__()
+            weight = linear.weight.detach().float()
+            scale = (weight.abs().amax(dim=1, keepdim=True) / 127).clamp(min=torch.finfo(torch.float32).tiny)
+            self.in_features, self.out_features = linear.in_features, linear.out_features
+            self.register_buffer("weight_int8", torch.round(weight / scale).clamp(-127, 127).to(torch.int8))
+            self.register_buffer("weight_scale", scale)
+            bias = linear.bias
+            self.bias = None if bias is None else torch.nn.Parameter(bias.detach().clone(), requires_grad=False)
+
+        @property
+        def weight(self) -> torch.Tensor:
+            return self.weight_int8.float() * self.weight_scale
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return F.linear(x, self.weight.to(x.dtype), self.bias)
+
+    _INT8_WEIGHT_LINEAR = Int8WeightLinear
+    return Int8WeightLinear
+
+
+def half_precision(device: str | None, enabled: bool = True):
+    """Autocast for classification on CUDA (bf16 where the GPU has it, else fp16); nothing elsewhere.
+
+    Only passes without a heatmap use it (live frames, the API without
+    explain, eval): the explainer's pass stays fp32, so gradients and the
+    heatmap are as faithful as on a CPU. On a CPU bf16 is 7x slower on AVX2
+    (REFERENCE.md), so nothing changes there.
+    """
+    import contextlib
+
+    import torch
+
+    if not enabled or device != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def is_quantized(vision_model) -> bool:
+    """Whether any part runs dynamic int8 kernels (the frozen layers in PRIVASCAN_INT8 mode)."""
+    return any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in vision_model.modules())
+
+
+def time_one_forward(vision_model, image_size: int, device: str) -> float:
+    """Seconds for one forward on a neutral (all-zero, i.e. mid-grey) input: no user data involved."""
+    import time
+
+    import torch
+
+    pixels = torch.zeros(1, 3, image_size, image_size, device=device)
+    started = time.perf_counter()
+    with torch.inference_mode():
+        vision_model(pixel_values=pixels)
+    return time.perf_counter() - started
+
+
+def vision_only_model(config, vision, logit_scale: float, logit_bias: float):
+    """A SiglipModel stand-in for a warm start: the vision tower, the logit scale and bias, no text tower.
+
+    It answers what the classifier and explainer use of SiglipModel
+    (``vision_model``, ``get_image_features``, ``logit_scale``/``logit_bias``,
+    ``config``) and has ``text_model = None``, as a released model has.
+    """
+    import torch
+
+    class VisionOnlySiglip(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.config = config
+            self.vision_model = vision
+            self.text_model = None
+            self.logit_scale = torch.nn.Parameter(torch.tensor([logit_scale], dtype=torch.float32), requires_grad=False)
+            self.logit_bias = torch.nn.Parameter(torch.tensor([logit_bias], dtype=torch.float32), requires_grad=False)
+
+        def get_image_features(self, pixel_values, **kwargs):
+            return self.vision_model(pixel_values=pixel_values, **kwargs)  # as SiglipModel.get_image_features
+
+    return VisionOnlySiglip()
+
+
+def text_side_digest(folder: Path) -> str:
+    """sha256 of a local model folder's tokenizer and config files (small): they shape the text embeddings."""
+    digest = hashlib.sha256()
+    for name in TEXT_SIDE_FILES:
+        file = folder / name
+        if file.is_file():
+            digest.update(name.encode() + b"\0" + hashlib.sha256(file.read_bytes()).digest())
+    return digest.hexdigest()[:32]
 
 
 def build_scores(condition_ids: Sequence[str], logits: "torch.Tensor", similarities: "torch.Tensor") -> Scores:
@@ -204,16 +350,18 @@ class MedSigLIPClassifier:
         token: str | None = None,
         device: str | None = None,
         int8: bool = False,
+        embedding_cache: EmbeddingCache | None = None,
+        cuda_half: bool = True,
     ):
         self.model_id_or_path = str(model_id_or_path or DEFAULT_MODEL)
         self.token = token or None
         self.requested_device = device
-        # Optional dynamic-int8 copy of the vision tower for classification
-        # without a heatmap (live frames, the API without explain): about 3x
-        # faster on a CPU. Grad-CAM cannot run through quantized Linear layers,
-        # so the explainer always uses the fp32 tower.
+        # PRIVASCAN_INT8: every vision layer but the last in dynamic int8 (CPU),
+        # for classification and Grad-CAM alike (quantize_frozen_layers). Whether
+        # it pays depends on the host, so start-up times one forward of each.
         self.int8 = int8
-        self._int8_vision = None
+        self.int8_timing: tuple[float, float] | None = None  # (fp32 s, int8 s) of one forward at start-up
+        self.cuda_half = cuda_half  # PRIVASCAN_CUDA_HALF: autocast for classification on CUDA (heatmaps stay fp32)
         self.device: str | None = None
         self.model = None
         self.processor = None
@@ -222,6 +370,14 @@ class MedSigLIPClassifier:
         # (bank key, template set id) -> (condition ids, (n_conditions, d) unit-norm tensor)
         self._text_cache: dict[tuple[str, str], tuple[tuple[str, ...], "torch.Tensor"]] = {}
         self._lock = threading.RLock()
+        # Stored bank embeddings (None: none kept). ``expect_banks`` names the sets start-up
+        # needs; when the cache holds all of them, load() skips the text tower.
+        self.embedding_cache = embedding_cache
+        self._expected: list[tuple[PromptBank, TemplateSet]] = []
+        self._weights_id: dict | None = None  # what names the weights in cache keys; None: not computed
+        self._persisted: set[str] = set()  # cache keys known to be stored (read from, or written to, the cache)
+        self.warm_start = False  # the last load() came from the cache, without the text tower
+        self._released = False
 
     # ------------------------------------------------------------------ loading
     @property
@@ -263,7 +419,14 @@ class MedSigLIPClassifier:
                         f"Set PRIVASCAN_MODEL to {DEFAULT_MODEL} or to a folder holding a downloaded copy of it.",
                     )
                 device = self.requested_device or pick_device()
-                model = AutoModel.from_pretrained(source, use_safetensors=True, dtype=torch.float32, **kwargs)
+                self._weights_id = self._identify_weights(source, local)
+                cached = self._cached_sets(self._expected)
+                model = None
+                if cached is not None:
+                    model = self._load_vision_only(source, config, cached, kwargs)
+                if model is None:
+                    cached = None
+                    model = AutoModel.from_pretrained(source, use_safetensors=True, dtype=torch.float32, **kwargs)
                 processor = AutoProcessor.from_pretrained(source, **kwargs)
                 if not hasattr(model, "get_image_features") or not hasattr(processor, "image_processor"):
                     raise ModelUnavailable(
@@ -283,6 +446,131 @@ class MedSigLIPClassifier:
             self._scale = model.logit_scale.detach().clone().exp()  # exp(t'), as SigLIP applies it
             self._logit_bias = model.logit_bias.detach().clone()
             self._text_cache.clear()
+            self._released = False
+            self.warm_start = cached is not None
+            if cached is not None:
+                for memory_key, (store_key, rows, tensor) in cached.items():
+                    self._text_cache[memory_key] = (rows, tensor.to(device))
+                    self._persisted.add(store_key)
+                log.info("%s: every bank's text embeddings came from the cache %s; the text tower was not loaded",
+                         self.model_id_or_path, self.embedding_cache.describe())
+
+    # ------------------------------------------------------ embedding cache
+    def expect_banks(self, pairs: Sequence[tuple[PromptBank, TemplateSet]]) -> None:
+        """Name the (bank, template set) pairs start-up will prepare (call before ``load``).
+
+        When the embedding cache holds every one of them (and their scope
+        prompts), ``load`` reads them from it and loads the vision tower only.
+        """
+        self._expected = list(pairs)
+
+    def _identify_weights(self, source: str, local: bool) -> dict | None:
+        """What names these weights in cache keys, or None (no cache, or the weights cannot be named)."""
+        if self.embedding_cache is None:
+            return None
+        from webapp.fingerprint import FingerprintUnavailable, model_fingerprint
+
+        try:
+            fingerprint = model_fingerprint(source)
+        except FingerprintUnavailable as exc:
+            log.info("embedding cache not used for %s: %s", self.model_id_or_path, exc)
+            return None
+        # A hub commit names every file; a folder's fingerprint covers its safetensors only.
+        return {"weights": fingerprint, "text_side": text_side_digest(Path(source)) if local else ""}
+
+    def _bank_identity(self, bank: PromptBank, template_set: TemplateSet) -> dict:
+        """Everything one set of class embeddings depends on: the weights, the recipe and the exact prompts."""
+        return {
+            **(self._weights_id or {}),
+            "recipe": TEXT_RECIPE,
+            "template_set": template_set.id,
+            "conditions": [[c.id, bank.prompts_for(c, template_set)] for c in bank.conditions],
+        }
+
+    def _scope_identity(self, prompts: tuple[str, ...]) -> dict:
+        return {**(self._weights_id or {}), "recipe": TEXT_RECIPE, "scope_prompts": list(prompts)}
+
+    def _scope_key(self, prompts: tuple[str, ...]) -> tuple[str, str]:
+        return ("scope:" + hashlib.sha256(repr(prompts).encode()).hexdigest()[:16], "")
+
+    def _cached_sets(self, pairs) -> dict | None:
+        """Every pair's sets from the cache ({memory key: (store key, rows, tensor)}), or None if one is missing."""
+        if self.embedding_cache is None or self._weights_id is None or not pairs:
+            return None
+        import torch
+
+        from webapp.embedding_cache import entry_key
+
+        found: dict = {}
+        heads: set[tuple[float, float]] = set()
+        wanted = []
+        for bank, template_set in pairs:
+            ids = tuple(c.id for c in bank.conditions)
+            wanted.append((self._bank_key(bank, template_set), "bank", self._bank_identity(bank, template_set), ids))
+            if bank.scope.enabled:
+                prompts = bank.scope.prompts
+                wanted.append((self._scope_key(prompts), "scope", self._scope_identity(prompts), prompts))
+        for memory_key, kind, identity, rows in wanted:
+            entry = self.embedding_cache.load(kind, identity)
+            if entry is None or entry.rows != tuple(rows):
+                return None
+            heads.add((entry.logit_scale, entry.logit_bias))
+            found[memory_key] = (entry_key(kind, identity), tuple(rows), torch.from_numpy(entry.vectors.copy()))
+        if len(heads) != 1:  # entries of one model always agree; if not, trust none of them
+            return None
+        (self._cached_scale, self._cached_bias), = heads
+        return found
+
+    def missing_from_cache(self, pairs: Sequence[tuple[PromptBank, TemplateSet]]) -> list[tuple[PromptBank, TemplateSet]] | None:
+        """The pairs whose embeddings the cache lacks, read without loading any weights; None: no usable cache."""
+        with self._lock:
+            if self._weights_id is None:
+                self._weights_id = self._identify_weights(*self._resolve_source())
+            if self._weights_id is None:
+                return None
+            return [pair for pair in pairs if self._cached_sets([pair]) is None]
+
+    def _load_vision_only(self, source: str, config, cached: dict, kwargs: dict):
+        """The vision tower alone (plus the cached logit scale and bias), or None to fall back to a full load."""
+        import torch
+        from transformers import SiglipVisionModel
+        from transformers.utils import logging as hf_logging
+
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # it would list every text weight it skips as "unexpected"
+        try:
+            vision, info = SiglipVisionModel.from_pretrained(
+                source, use_safetensors=True, dtype=torch.float32, output_loading_info=True, **kwargs
+            )
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        if info.get("missing_keys") or info.get("mismatched_keys"):
+            log.warning("%s: the vision tower alone did not load cleanly (%s); loading the whole model",
+                        self.model_id_or_path, sorted(info.get("missing_keys") or [])[:5])
+            return None
+        return vision_only_model(config, vision, self._cached_scale, self._cached_bias)
+
+    def _persist(self, kind: str, identity: dict, rows: tuple[str, ...], embeddings: "torch.Tensor", about: dict) -> None:
+        """Store one set (start-up only: called from ``prepare``), unless it is known to be stored."""
+        if self.embedding_cache is None:
+            return
+        if self._weights_id is None:  # a hub download finished during load(): name it now
+            self._weights_id = self._identify_weights(*self._resolve_source())
+            if self._weights_id is None:
+                return
+            identity = {**identity, **self._weights_id}
+        from webapp.embedding_cache import entry_key
+
+        key = entry_key(kind, identity)
+        if key in self._persisted:
+            return
+        stored = self.embedding_cache.store(
+            kind, identity, rows, embeddings.detach().to("cpu").float().numpy(),
+            logit_scale=float(self.model.logit_scale.detach().reshape(-1)[0]),
+            logit_bias=float(self._logit_bias.reshape(-1)[0]), about=about,
+        )
+        if stored:
+            self._persisted.add(key)
 
     def _resolve_source(self) -> tuple[str, bool]:
         """Return (what to pass to from_pretrained, whether it is a local folder)."""
@@ -346,7 +634,14 @@ class MedSigLIPClassifier:
         else:
             label = Message(N_("SigLIP-compatible model (%(layers)d layers, width %(width)d, %(size)d px)"),
                             layers=vision.num_hidden_layers, width=vision.hidden_size, size=vision.image_size)
-        return Message(N_("%(model)s (%(where)s) on %(device)s"), model=label, where=where, device=str(self.device))
+        description = Message(N_("%(model)s (%(where)s) on %(device)s"), model=label, where=where, device=str(self.device))
+        if self.model is not None and is_quantized(self.model.vision_model):
+            if self.int8_not_faster:
+                fp32_s, int8_s = self.int8_timing
+                return Message(N_("%(model)s, int8 (not faster than fp32 on this host: %(int8)s s against %(fp32)s s per "
+                                  "forward; unset PRIVASCAN_INT8)"), model=description, int8=f"{int8_s:.1f}", fp32=f"{fp32_s:.1f}")
+            return Message(N_("%(model)s, int8"), model=description)
+        return description
 
     def _require_loaded(self) -> None:
         if self.model is None:
@@ -368,9 +663,21 @@ class MedSigLIPClassifier:
         return content, template_set.id
 
     def prepare(self, bank: PromptBank, template_set: TemplateSet) -> None:
-        """Compute and cache the class (and scope) embeddings of one bank and template set (start-up)."""
-        self.text_embeddings(bank, template_set)
-        self.scope_embeddings(bank)
+        """Compute and keep the class (and scope) embeddings of one bank and template set (start-up).
+
+        Also the one place that writes them to the embedding cache: prepare runs
+        at start-up (the model loader, ``privascan prepare``), never for a request.
+        """
+        embeddings = self.text_embeddings(bank, template_set)
+        about = {"bank": bank.name, "bank_hash": bank.content_hash, "template_set": template_set.id}
+        with self._lock:
+            self._persist("bank", self._bank_identity(bank, template_set),
+                          tuple(c.id for c in bank.conditions), embeddings, about)
+        scope = self.scope_embeddings(bank)
+        if scope is not None:
+            with self._lock:
+                self._persist("scope", self._scope_identity(bank.scope.prompts), bank.scope.prompts, scope,
+                              {"bank": bank.name, "bank_hash": bank.content_hash, "scope": True})
 
     def scope_embeddings(self, bank: PromptBank) -> "torch.Tensor | None":
         """(n_scope_prompts, d) unit-norm embeddings of the bank's scope descriptions, or None without any.
@@ -382,7 +689,7 @@ class MedSigLIPClassifier:
             return None
         self._require_loaded()
         prompts = bank.scope.prompts
-        key = ("scope:" + hashlib.sha256(repr(prompts).encode()).hexdigest()[:16], "")
+        key = self._scope_key(prompts)
         cached = self._text_cache.get(key)
         if cached is not None and cached[0] == prompts:
             return cached[1]
@@ -479,24 +786,73 @@ class MedSigLIPClassifier:
         """Drop the text tower (about half the weights); cached embeddings stay usable."""
         self._require_loaded()
         with self._lock:
-            if self.model.text_model is None:
+            if self._released:
                 return
             import torch
 
-            self.model.text_model = None
+            self.model.text_model = None  # already None after a warm start (never loaded)
             # The weights are memory-mapped views of the safetensors file, which
             # stays mapped (and its touched pages resident) while any tensor views
             # it. Copy what remains into the process's own memory so the mapping,
-            # and the text tower's 1.8 GB with it, can go.
+            # and the text tower's 1.8 GB with it, can go; each copied tensor's
+            # file pages are let go at once, so the peak holds one copy, not two.
+            mapped = file_mapped_ranges()
             with torch.no_grad():
                 for tensor in [*self.model.parameters(), *self.model.buffers()]:
-                    tensor.data = tensor.data.clone()
-            if self.int8 and self.device == "cpu":
-                self._int8_vision = quantize_vision_tower(self.model.vision_model)
+                    old = tensor.data
+                    tensor.data = old.clone()
+                    if mapped and old.device.type == "cpu":
+                        drop_file_pages(old.data_ptr(), old.numel() * old.element_size(), mapped)
+                    del old
+            if self.int8:
+                self._quantize_at_start_up()
             gc.collect()
             release_freed_memory()
             if self.device == "cuda":
                 torch.cuda.empty_cache()
+            self._released = True
+
+    def _quantize_at_start_up(self) -> None:
+        """Quantize the frozen layers, timing one fp32 and one int8 forward first and after (logged)."""
+        if self.device != "cpu":
+            log.warning("PRIVASCAN_INT8 is for CPUs; on %s the model stays in fp32", self.device)
+            self.int8 = False
+            return
+        vision = self.model.vision_model
+        fp32_s = time_one_forward(vision, self.input_size, self.device)
+        quantize_frozen_layers(vision)
+        int8_s = time_one_forward(vision, self.input_size, self.device)
+        self.int8_timing = (fp32_s, int8_s)
+        log.info("int8 on this host: one vision forward %.2f s in int8, %.2f s in fp32: %s", int8_s, fp32_s,
+                 "int8 is faster" if int8_s < fp32_s else "int8 is NOT faster")
+
+    @property
+    def int8_not_faster(self) -> bool:
+        return self.int8_timing is not None and self.int8_timing[1] >= self.int8_timing[0]
+
+    def int8_copy(self, pairs: Sequence[tuple[PromptBank, TemplateSet]]) -> "MedSigLIPClassifier":
+        """Another classifier on a copy of these weights with the frozen layers in int8 (CPU).
+
+        For comparing the two in one process (``privascan eval --compare-int8``,
+        the benchmark): the same quantization as PRIVASCAN_INT8, the same text
+        embeddings (computed here first for ``pairs``), the same processor.
+        """
+        import copy
+
+        self._require_loaded()
+        with self._lock:
+            for bank, template_set in pairs:
+                self.text_embeddings(bank, template_set)
+                self.scope_embeddings(bank)
+            twin = MedSigLIPClassifier(self.model_id_or_path, token=self.token, device="cpu", int8=True)
+            vision = quantize_frozen_layers(copy.deepcopy(self.model.vision_model).to("cpu"))
+            twin.model = vision_only_model(self.model.config, vision, float(self.model.logit_scale.reshape(-1)[0]),
+                                           float(self.model.logit_bias.reshape(-1)[0]))
+            twin.processor, twin.device = self.processor, "cpu"
+            twin._scale, twin._logit_bias = self._scale.to("cpu"), self._logit_bias.to("cpu")
+            twin._text_cache = {key: (rows, tensor.to("cpu")) for key, (rows, tensor) in self._text_cache.items()}
+            twin._released = True
+            return twin
 
     @property
     def logit_scale(self) -> float:
@@ -567,10 +923,8 @@ class MedSigLIPClassifier:
         import torch
 
         pixels = self.pixel_values_batch(crops)
-        with torch.inference_mode():
-            if self._int8_vision is not None:
-                return self._int8_vision(pixel_values=pixels).pooler_output
-            return self.model.get_image_features(pixel_values=pixels).pooler_output
+        with torch.inference_mode(), half_precision(self.device, self.cuda_half):
+            return self.model.get_image_features(pixel_values=pixels).pooler_output.float()
 
     def scores_from_embeddings(
         self, image_features: "torch.Tensor", bank: PromptBank, template_set: TemplateSet

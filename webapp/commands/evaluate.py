@@ -46,6 +46,9 @@ def add_parser(subparsers) -> None:
     compare = parser.add_argument_group("compare (arm B, scored from the same image embeddings)")
     compare.add_argument("--compare-bank", metavar="BANK.toml", help="a second prompt bank file")
     compare.add_argument("--compare-template-set", metavar="ID", help="a second template set (of the second bank if given)")
+    compare.add_argument("--compare-int8", action="store_true",
+                         help="arm B: the same crops through the vision tower with its frozen layers in dynamic int8 "
+                              "(PRIVASCAN_INT8), to decide with real weights whether int8 is accurate enough (CPU)")
     adapted = parser.add_argument_group("adapter (arm B: the same image embeddings scored by a fitted adapter)")
     adapted.add_argument("--adapter", metavar="ADAPTER",
                          help="an adapter file from `privascan adapt`: report with and without it, on its held-out test images")
@@ -91,8 +94,11 @@ def run(args: argparse.Namespace) -> int:
     if args.adapter and (args.compare_bank or args.compare_template_set or targets):
         raise CommandError("--adapter is its own comparison: run --compare-* or --fit-thresholds separately")
 
+    if args.compare_int8 and (args.compare_bank or args.compare_template_set or args.adapter):
+        raise CommandError("--compare-int8 is its own comparison (fp32 against int8): run --compare-* or --adapter separately")
+
     runtime = load_runtime(args)
-    arms = [Arm("A", runtime.bank, runtime.template_set, _origin(runtime))]
+    arms = [Arm("A", runtime.bank, runtime.template_set, _origin(runtime), label="fp32" if args.compare_int8 else "")]
     if args.compare_bank or args.compare_template_set:
         arms.append(_second_arm(args, arms[0], load_prompt_bank))
     mapping = resolve_mapping(dataset.labels, explicit, [arm.bank for arm in arms])
@@ -111,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
         )
 
     runtime.load_models(quiet=args.quiet)
+    if args.compare_int8:
+        arms.append(_int8_arm(runtime, arms[0]))
     progress = Progress(len(dataset.images), "evaluating", args.quiet)
     try:
         outcomes = run_images(
@@ -187,7 +195,8 @@ def run(args: argparse.Namespace) -> int:
         "localizer": runtime.localizer,
         "restrict_to_mapped": args.restrict_to_mapped,
         "ece_bins": args.ece_bins,
-        "embeddings_reused": len(arms) > 1 and bool(getattr(runtime.classifier, "embed_crops", None)),
+        "embeddings_reused": len(arms) > 1 and arms[1].classifier is None and bool(getattr(runtime.classifier, "embed_crops", None)),
+        "compare_int8": bool(args.compare_int8),
         "adapter": arms[-1].adapter.as_dict() if arms[-1].adapter is not None else None,
         "adapter_split": adapter_split,
     }
@@ -273,6 +282,17 @@ def _second_arm(args, first, load_bank):
     return Arm("B", bank, template_set, origin)
 
 
+def _int8_arm(runtime, first):
+    """Arm B of --compare-int8: a copy of the loaded weights with the frozen layers in int8 (the app's PRIVASCAN_INT8)."""
+    from ..evaluation.runner import Arm
+
+    int8_copy = getattr(runtime.classifier, "int8_copy", None)
+    if int8_copy is None:
+        raise CommandError(f"classifier {runtime.classifier.name} has no int8 mode")
+    twin = int8_copy([(first.bank, first.template_set)])
+    return Arm("B", first.bank, first.template_set, first.origin, classifier=twin, label="int8")
+
+
 def _overrides_text(runtime, dataset, thresholds: dict | None, calibration: dict | None = None) -> str:
     fitted = {cid: row["threshold"] for cid, row in thresholds["conditions"].items()} if thresholds else {}
     split = thresholds or calibration
@@ -317,6 +337,10 @@ def _short(value) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
+def _signed(second, first) -> str:
+    return "n/a" if second is None or first is None else f"{second - first:+.3f}"
+
+
 def _natural(text: str):
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
@@ -331,6 +355,18 @@ def _print_summary(report: dict, json_path: Path, html_path: Path, overrides: st
             f"melanoma AUROC {_short(m['melanoma_vs_rest_auroc'])}, macro AUROC {_short(m['macro_auroc'])}, "
             f"ECE {_short(m['ece'])}"
         )
+    if report["settings"].get("compare_int8") and len(report["arms"]) == 2:
+        fp32, int8 = (arm["metrics"] for arm in report["arms"])
+        differences = ", ".join(
+            f"{name} {_signed(int8[key], fp32[key])}"
+            for key, name in (("balanced_accuracy", "balanced accuracy"), ("macro_auroc", "macro AUROC"),
+                              ("melanoma_vs_rest_auroc", "melanoma AUROC"))
+        )
+        comparison = report["comparison"]
+        total = sum(comparison[k] for k in ("both_correct", "only_first_correct", "only_second_correct", "both_wrong"))
+        print(f"int8 minus fp32: {differences}; same top-1 on {comparison['same_prediction']} of {total} images "
+              f"(McNemar p {_short(comparison['mcnemar_exact_p'])}). Keep fp32 (the default) unless int8 loses nothing "
+              "that matters on your images.")
     if report["thresholds"]:
         for cid, row in report["thresholds"]["conditions"].items():
             held = row["held_out"]

@@ -222,7 +222,7 @@ condition of the whole bank; a condition the dataset does not contain counts as 
 {% for row in summary %}<tr><th>{{ row.label }}</th>{% for value in row.cells %}<td class="num">{{ value }}</td>{% endfor %}{% if arms|length > 1 %}<td class="num">{{ row.diff }}</td>{% endif %}</tr>
 {% endfor %}</table>
 {% if comparison %}<p>On the same images: both right {{ comparison.both_correct }}, only A right {{ comparison.only_first_correct }},
-only B right {{ comparison.only_second_correct }}, both wrong {{ comparison.both_wrong }}; exact McNemar
+only B right {{ comparison.only_second_correct }}, both wrong {{ comparison.both_wrong }}{% if comparison.same_prediction is defined %}; the same top-1 on {{ comparison.same_prediction }}{% endif %}; exact McNemar
 p = {{ fmt(comparison.mcnemar_exact_p) }} (a small p says the two differ beyond chance).</p>{% endif %}
 
 <h2>Per condition</h2>

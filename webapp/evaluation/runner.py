@@ -39,8 +39,13 @@ class Arm:
     template_set: TemplateSet
     origin: str  # where the bank came from, for the report
     adapter: Adapter | None = None  # score the same embedding with a fitted adapter instead of the text
+    # Score the same crop with another classifier (its own vision pass): --compare-int8's quantized copy.
+    classifier: object | None = None
+    label: str = ""  # what sets the arm apart when the bank and template set are the same ("int8")
 
     def describe(self) -> str:
+        if self.label:
+            return f"bank '{self.bank.name}', template set '{self.template_set.id}', {self.label}"
         if self.adapter is not None:
             return f"{self.adapter.describe()} on bank '{self.bank.name}'"
         return f"bank '{self.bank.name}', template set '{self.template_set.id}'"
@@ -70,8 +75,10 @@ class EmbeddingKeeper:
             getattr(classifier, "scores_from_embeddings", None)
         )
         self._kept = None
+        self.crop = None  # the last classified crop (an arm with its own classifier scores it again)
 
     def classify(self, crop, bank, template_set):
+        self.crop = crop
         if self.reuses_embeddings:
             self._kept = self.inner.embed_crops([crop])
             return self.inner.scores_from_embeddings(self._kept, bank, template_set)[0]
@@ -94,6 +101,7 @@ class EmbeddingKeeper:
 
     def forget(self) -> None:
         self._kept = None
+        self.crop = None
 
     def __getattr__(self, name):  # load(), describe(), ... of the real classifier
         return getattr(self.inner, name)
@@ -155,6 +163,10 @@ def run_images(
             if keep_embeddings:
                 outcome.embedding = keeper.embedding()
             for arm in arms[1:]:
+                if arm.classifier is not None:
+                    scores = arm.classifier.classify(keeper.crop, arm.bank, arm.template_set)
+                    outcome.probabilities[arm.key] = np.asarray(scores.probabilities, dtype=np.float64)
+                    continue
                 if arm.adapter is not None:
                     outcome.probabilities[arm.key] = adapter_probabilities(arm.adapter, keeper.embedding(), arm.bank)
                     continue
@@ -339,5 +351,6 @@ def compare_arms(first: ArmScores, second: ArmScores) -> dict:
         "only_first_correct": only_a,
         "only_second_correct": only_b,
         "both_wrong": int(np.sum(~a & ~b)),
+        "same_prediction": int(sum(x == y for x, y in zip(first.predicted, second.predicted))),
         "mcnemar_exact_p": metrics.mcnemar_exact_p(only_a, only_b),
     }

@@ -8,7 +8,9 @@ import json
 from flask import Blueprint, abort, current_app, request
 
 from ..jobs import NotReady, QueueFull, WorkerTimeout, analyse_once
-from ..images import ImageRejected, safe_decode
+from ..decoding import decoding
+from ..images import ImageRejected
+from ..store import StoreFull
 from ..gate_fields import gate_fields
 from ..pipeline import read
 from ..fhir_export import ReportItem, export_bundle
@@ -30,24 +32,39 @@ def analyse():
     if len(raw) > max_bytes:
         abort(413, description=f"The image is larger than the {max_bytes // (1024 * 1024)} MB allowed.")
     try:
-        decoded = safe_decode(raw, current_app.config["MAX_IMAGE_PIXELS"])
-    except ImageRejected as exc:
+        with decoding(raw, None, current_app.config["MAX_IMAGE_PIXELS"]) as decoded:
+            image, original_size = decoded.image, decoded.original_size
+            del decoded
+    except (ImageRejected, StoreFull) as exc:
         abort(exc.status, description=exc.message)
     del raw
     explain = request.args.get("explain") in {"1", "true", "yes"}
     as_fhir = request.args.get("fhir") in {"1", "true", "yes"}
     anyway = request.args.get("analyse_anyway") in {"1", "true", "yes"}
+    store = current_app.extensions["privascan_store"]
     try:
-        clinical_app, result = analyse_once(
-            decoded.image, settings, explain, float(current_app.config["API_TIMEOUT"]), analyse_anyway=anyway
-        )
+        # The image waits in the queue: its pixels count in the server's memory cap until the answer.
+        with store.reserve(None, image.width * image.height * 4, "Analysing this image"):
+            clinical_app, result = analyse_once(
+                image, settings, explain, float(current_app.config["API_TIMEOUT"]), analyse_anyway=anyway
+            )
     except (NotReady, QueueFull, WorkerTimeout) as exc:
         abort(503, description=exc.message)
+    except StoreFull as exc:
+        abort(exc.status, description=exc.message)
     finally:
-        del decoded  # the image lives on only inside the job, which drops it
+        del image  # the image lives on only inside the job, which drops it
     if as_fhir:
         return fhir_json(clinical_app, result)
-    return result_json(clinical_app, result, explain)
+    return result_json(clinical_app, result, explain, original_size)
+
+
+@bp.get("/openapi.json")
+def openapi():
+    """This API as an OpenAPI 3.1 document (webapp/openapi.py)."""
+    from ..openapi import openapi_document
+
+    return openapi_document(keys_required=bool(current_app.config.get("API_KEY_HASHES")))
 
 
 def fhir_json(clinical_app, result):
@@ -85,12 +102,23 @@ def _settings_from_query() -> dict:
     return settings
 
 
-def result_json(clinical_app, result, explain: bool) -> dict:
+def _in_original_pixels(box: list[int], analysed: tuple[int, int], original: tuple[int, int]) -> list[int]:
+    """A box found on the image shrunk to WORKING_MAX_SIDE, in the pixels of the image as sent."""
+    sx, sy = original[0] / analysed[0], original[1] / analysed[1]
+    x0, y0, x1, y1 = box
+    return [round(x0 * sx), round(y0 * sy), round(x1 * sx), round(y1 * sy)]
+
+
+def result_json(clinical_app, result, explain: bool, original_size: tuple[int, int] | None = None) -> dict:
+    size = tuple(original_size or result.image_size)
+    box = result.detection.box.as_list() if result.detection else None
+    if box is not None and size != tuple(result.image_size):
+        box = _in_original_pixels(box, result.image_size, size)
     body = {
         "app": clinical_app.name,
         "template_set": result.template_set_id,
-        "image_size": list(result.image_size),
-        "lesion_box": result.detection.box.as_list() if result.detection else None,
+        "image_size": list(size),
+        "lesion_box": box,
         "localizer": result.detection.method if result.detection else None,
         "notes": result.notes,
         # Which scorer answered: the clinic's adapter ({id, method, conditions, fitted_at, template_set}) or null (zero-shot).

@@ -17,7 +17,7 @@ from flask import current_app, g, render_template, request, session
 
 from ..bank_i18n import localized_app, shown_bank
 from ..interfaces import ClinicalApp, PromptBank
-from ..jobs import clinical_app_for, queue_position
+from ..jobs import clinical_app_for, queue_position, queue_positions
 from ..live import effective_thresholds
 from ..local_time import user_today
 from ..pipeline import read
@@ -67,6 +67,16 @@ def waiting_photos() -> list:
     return [p for p in data.photos.values() if p.state in ("queued", "running")] if data else []
 
 
+def queue_place(photo_id: str) -> int | None:
+    """A queued photo's place, from one reading of the queue per response: the cards side by side never
+    show two photos at the same place (each read on its own did, as the queue moved between reads)."""
+    if "queue_places" not in g:
+        data = current_data()
+        queued = [p.id for p in waiting_photos() if p.state == "queued"]
+        g.queue_places = queue_positions(data.id, queued) if data is not None and queued else {}
+    return g.queue_places.get(photo_id)
+
+
 def session_timing() -> dict:
     """What the page's session timer needs: the idle limit, and the absolute end (epoch seconds; 0 before the session holds data)."""
     config = current_app.config
@@ -109,6 +119,7 @@ def page_context() -> dict:
         "effective_thresholds": effective_thresholds,
         "threshold_overrides": settings().get("thresholds"),
         "queue_position": queue_position,
+        "queue_place": queue_place,
         "clinical_app": chosen,
         "bank": bank_for(chosen),
         "apps": [localized_app(each) for each in registry.apps.values()],

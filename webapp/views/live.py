@@ -18,8 +18,9 @@ import time
 from flask import Blueprint, Response, abort, current_app, render_template, request, session
 from flask_babel import gettext as _
 
+from ..decoding import decoding
 from ..i18n import N_, significant, translate
-from ..images import ImageRejected, safe_decode
+from ..images import ImageRejected
 from ..jobs import NotReady, QueueFull, WorkerTimeout, analyse_live_frame, explain_live_crop, ready_clinical_app
 from ..local_time import user_now, user_zone, zone_label
 from ..live import LiveState, Smoothing, effective_thresholds, frame_rows, frame_timings, log_csv, log_json
@@ -129,8 +130,10 @@ def frame():
             abort(413, description=_("This frame is larger than the %(limit)d MB allowed for live frames. Send frames of "
                                      "at most 640 pixels per side.", limit=max_bytes // (1024 * 1024)))
         try:
-            image = safe_decode(raw, int(current_app.config["LIVE_MAX_FRAME_PIXELS"])).image
-        except ImageRejected as exc:
+            with decoding(raw, data, int(current_app.config["LIVE_MAX_FRAME_PIXELS"])) as decoded:
+                image = decoded.image
+                del decoded
+        except (ImageRejected, StoreFull) as exc:
             abort(exc.status, description=_("This frame was not analysed: %(reason)s", reason=translate(exc.message)))
         finally:
             del raw

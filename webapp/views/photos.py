@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import secrets
+import unicodedata
 
 from flask import Blueprint, Response, abort, current_app, g, request, session
 from flask_babel import gettext as _, ngettext
@@ -11,7 +13,8 @@ from flask_babel import gettext as _, ngettext
 from .. import lesions as lesion_model
 from ..i18n import N_, number, translate
 from ..jobs import NotReady, QueueFull, queue_analysis, queue_extra_heatmap
-from ..images import ImageRejected, encode_jpeg, open_clean, safe_decode
+from ..decoding import decoding
+from ..images import WORKING_MAX_SIDE, ImageRejected, encode_jpeg, open_clean, plausible_date
 from ..render import boxed_photo_jpeg
 from ..sessions import current_data, get_store
 from ..lesions import LesionError
@@ -22,7 +25,7 @@ from .common import render, settings, use_adapter
 
 bp = Blueprint("photos", __name__)
 
-STORED_MAX_SIDE = 3072  # enough detail for a small lesion, bounded memory per photo
+STORED_MAX_SIDE = WORKING_MAX_SIDE  # enough detail for a small lesion, bounded memory per photo (images.py says why)
 THUMBNAIL_SIDE = 360
 
 
@@ -34,10 +37,23 @@ def _photo_or_404(photo_id: str) -> Photo:
     return photo
 
 
+# Unicode categories that draw nothing themselves but change what is shown:
+# controls (NUL, escape, newlines), format characters (the bidi overrides and
+# isolates U+202A-202E and U+2066-2069 that make "gpj.exe" read "exe.jpg",
+# zero-width characters), surrogates, private use and unassigned code points.
+HIDDEN_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn"}
+
+
 def display_name(filename: str | None, index: int) -> str:
-    """A name for the card: the browser's filename trimmed; Jinja escapes it, nothing else uses it."""
-    name = (filename or "").replace("\\", "/").rsplit("/", 1)[-1].strip()
-    return name[:80] or _("Photo %(number)d", number=index)
+    """A name for the card: the browser's filename without hidden characters, trimmed.
+
+    Jinja escapes it; reports and exports show it too, so what is stored is
+    exactly what a person sees.
+    """
+    name = (filename or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(" " if unicodedata.category(c) in ("Zl", "Zp") else c for c in name
+                   if unicodedata.category(c) not in HIDDEN_CATEGORIES)
+    return " ".join(name.split())[:80] or _("Photo %(number)d", number=index)
 
 
 # Where a photo's date came from: kept in English with the photo, shown translated (the card's |translate).
@@ -50,11 +66,18 @@ def _capture_date(exif_date: dt.date | None, last_modified_ms: str) -> tuple[dt.
         return exif_date, PHOTO_METADATA
     try:
         stamp = int(last_modified_ms) / 1000
-        if stamp > 0:
-            return dt.datetime.fromtimestamp(stamp, tz=user_zone()).date(), FILE_DATE
+        file_date = plausible_date(dt.datetime.fromtimestamp(stamp, tz=user_zone()).date()) if stamp > 0 else None
+        if file_date is not None:
+            return file_date, FILE_DATE
     except (ValueError, OverflowError, OSError):
         pass
     return user_today(), UPLOAD_DAY
+
+
+def _duplicate_message(name: str, duplicate: Photo) -> str:
+    """Which photo it repeats, so the user can find it (and see it is not lost)."""
+    return _("“%(name)s” was skipped: it is the same picture as “%(other)s”, already in this session (%(day)s).",
+             name=name, other=duplicate.name, day=long_date(duplicate.taken_on))
 
 
 @bp.post("/photos")
@@ -75,40 +98,42 @@ def upload():
     for index, upload in enumerate(files):
         name = display_name(upload.filename, len(data.photos) + 1)
         raw = upload.read(max_bytes + 1)
+        source_digest = hashlib.sha256(raw).hexdigest()
         try:
             if len(raw) > max_bytes:
                 raise ImageRejected(_("It is larger than the %(limit)d MB allowed per photo.", limit=max_bytes // (1024 * 1024)), 413)
-            decoded = safe_decode(raw, current_app.config["MAX_IMAGE_PIXELS"])
-        except ImageRejected as exc:
+            duplicate = store.find_duplicate(data, source_digest)  # the same file again: known before decoding it
+            if duplicate is not None:
+                messages.append(("info", _duplicate_message(name, duplicate)))
+                continue
+            with decoding(raw, data, current_app.config["MAX_IMAGE_PIXELS"], STORED_MAX_SIDE) as decoded:
+                del raw  # the decoded pixels replace the upload's bytes
+                duplicate = store.find_duplicate(data, decoded.digest)  # the same pixels in another file
+                if duplicate is not None:
+                    messages.append(("info", _duplicate_message(name, duplicate)))
+                    continue
+                image = decoded.image
+                taken_on, source = _capture_date(decoded.taken_on, last_modified[index] if index < len(last_modified) else "")
+                photo = Photo(
+                    id=secrets.token_urlsafe(9),
+                    digest=decoded.digest,
+                    source_digest=source_digest,
+                    name=name,
+                    jpeg=encode_jpeg(image, quality=92, max_side=STORED_MAX_SIDE),
+                    thumbnail=encode_jpeg(image, quality=80, max_side=THUMBNAIL_SIDE),
+                    width=image.width,
+                    height=image.height,
+                    taken_on=taken_on,
+                    date_source=source,
+                )
+                del image, decoded
+            store.add_photo(data, photo)
+        except (ImageRejected, StoreFull) as exc:
             messages.append(("error", _("“%(name)s” was not added: %(reason)s", name=name, reason=translate(exc.message))))
             failures.append(exc.status)
             continue
         finally:
-            del raw
-        duplicate = store.find_duplicate(data, decoded.digest)
-        if duplicate is not None:
-            messages.append(("info", _("“%(name)s” was skipped: it is the same picture as “%(other)s”, already in this "
-                                       "session (%(day)s).", name=name, other=duplicate.name, day=long_date(duplicate.taken_on))))
-            continue
-        taken_on, source = _capture_date(decoded.taken_on, last_modified[index] if index < len(last_modified) else "")
-        image = decoded.image
-        photo = Photo(
-            id=secrets.token_urlsafe(9),
-            digest=decoded.digest,
-            name=name,
-            jpeg=encode_jpeg(image, quality=92, max_side=STORED_MAX_SIDE),
-            thumbnail=encode_jpeg(image, quality=80, max_side=THUMBNAIL_SIDE),
-            width=image.width,
-            height=image.height,
-            taken_on=taken_on,
-            date_source=source,
-        )
-        try:
-            store.add_photo(data, photo)
-        except StoreFull as exc:
-            messages.append(("error", _("“%(name)s” was not added: %(reason)s", name=name, reason=translate(exc.message))))
-            failures.append(exc.status)
-            continue
+            raw = None
         added += 1
     if added:
         messages.insert(0, ("success", ngettext("Added %(num)d photo.", "Added %(num)d photos.", added)))
@@ -235,9 +260,9 @@ def analyse_all():
             queued += 1
     except NotReady as exc:
         abort(409, description=exc.message)
-    except QueueFull as exc:
+    except (QueueFull, StoreFull) as exc:
         if not queued:
-            abort(503, description=exc.message)
+            abort(getattr(exc, "status", 503), description=exc.message)
         return render("partials/timeline.html", [("info", ngettext("Queued %(num)d photo; %(reason)s", "Queued %(num)d photos; %(reason)s",
                                                                    queued, reason=translate(exc.message)))])
     return render("partials/timeline.html", [("success", ngettext("Queued %(num)d photo for analysis.",
