@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 HTMX := webapp/static/vendor/htmx.min.js
 
-.PHONY: run test setup browser tools redis nginx clean bench prepare
+.PHONY: run test setup browser tools redis nginx clean bench prepare translations
 
 # The production server (gunicorn, webapp/gunicorn_conf.py) on PRIVASCAN_BIND
 # (default 127.0.0.1:5000). No bytecode caches written next to the code
@@ -25,6 +25,11 @@ bench: setup
 # Deploy time: fill the embedding cache (PRIVASCAN_CACHE_DIR) so the first start needs no text tower.
 prepare: setup
 	$(VENV)/bin/privascan prepare
+
+# Extract the interface's strings (babel.cfg) and merge them into every catalogue
+# (webapp/translations/*/LC_MESSAGES/messages.po); then translate what is empty or fuzzy.
+translations: setup
+	$(PY) -m scripts.translations
 
 setup: $(VENV)/.stamp $(HTMX)
 

@@ -47,7 +47,7 @@ def test_result_names_the_adapter_and_the_debug_panel_switches_it_off(server, ad
             page.wait_for_function("() => window.htmx !== undefined")
             page.set_input_files("#photo-input", [{"name": "spot.png", "mimeType": "image/png", "buffer": buffer.getvalue()}])
             card = page.locator("#timeline article.card").first
-            card.get_by_role("button", name="Analyze", exact=True).click()
+            card.get_by_role("button", name="Analyze spot.png", exact=True).click()
             # A 200x160 test photo is below the quality gate's resolution: the user analyses it anyway.
             expect(card.locator(".state")).to_have_text(re.compile(r"Can't assess"))
             card.get_by_role("button", name="Analyse anyway").click()

@@ -159,7 +159,7 @@ def test_an_alert_record_explains_itself_from_the_bank():
     assert alert.score == pytest.approx(0.6)
     assert alert.raised_at == "2025-03-01T12:00:02+00:00"  # ISO-8601, the third frame
     assert alert.groups == ("malignant",) and alert.snomed_ct == "93655004" and alert.icd10 == "C43.9"
-    for words in ("Melanoma", "60.0%", "30.0%", "last 3 frames", "See a doctor within two weeks",
+    for words in ("Melanoma", "60.0 %", "30.0 %", "last 3 frames", "See a doctor within two weeks",
                   "SNOMED CT 93655004", "ICD-10 C43.9", "not a diagnosis"):
         assert words in alert.explanation
     assert live.current_alerts() == [alert]
@@ -255,7 +255,7 @@ def test_a_frame_returns_the_live_partial_with_scores_and_figures(app, browser):
     words = text(response)
     assert "A lesion is in view" in words
     assert "Closest matches" in words and "Threshold" in words
-    assert re.search(r"Frame 1: [\d.]+ ms on the server \(decode [\d.]+ ms, waiting [\d.]+ ms, localize", words)
+    assert re.search(r"Frame 1: [\d.,]+ ms on the server \(decode [\d.,]+ ms, waiting [\d.,]+ ms, localize", words)
     assert live_state(app).frames == 1
     assert live_state(app).last_crop_jpeg.startswith(b"\xff\xd8")  # only the crop is kept, for "explain"
 
@@ -307,7 +307,7 @@ def test_a_low_threshold_raises_an_alert_that_is_logged_and_downloadable(app, br
     assert 'id="live-log" class="live-log"' in third and 'hx-swap-oob="true"' in third  # the log updates out of band
     assert 'role="alert"' not in pages[3].get_data(as_text=True)  # still on, but not new: not announced again
     assert "Alert: Melanoma" in text(pages[3])
-    assert re.search(r'data-alert-id="1"\s+data-speak="Alert: Melanoma, \d+ percent."', third)
+    assert re.search(r'data-alert-id="1"\s+data-speak="Alert: Melanoma, \d+\.\d percent."', third)
 
     csv_response = browser.get("/live/log.csv", htmx=False)
     assert csv_response.status_code == 200

@@ -106,7 +106,9 @@ def test_the_clip_is_a_valid_y4m(clip):
 
 def test_live_scan_raises_speaks_logs_and_explains_an_alert(server, chromium):
     problems: list[str] = []
-    context = chromium.new_context(viewport={"width": 1280, "height": 1000}, base_url=server, accept_downloads=True)
+    # A browser in New York: times on screen and in the log are its own, with the zone named (issue 16).
+    context = chromium.new_context(viewport={"width": 1280, "height": 1000}, base_url=server, accept_downloads=True,
+                                   timezone_id="America/New_York")
     context.set_default_timeout(TIMEOUT_MS)
     context.expose_function("__privascanCsp", lambda text: problems.append(f"CSP: {text}"))
     context.add_init_script(PROBE)
@@ -125,6 +127,8 @@ def test_live_scan_raises_speaks_logs_and_explains_an_alert(server, chromium):
         page.get_by_role("link", name="Live scan").click()
         expect(page).to_have_url(re.compile(r"/live$"))
         expect(page.locator("#live-status")).to_have_text("The camera is off.")
+        # Nothing in view yet: nothing to explain, so the button is off (it used to answer 409 at the top of the page).
+        expect(page.locator("#live-explain-button")).to_be_disabled()
 
         # A very low melanoma threshold: an alert must follow once three frames agree.
         page.locator("#live-thresholds summary").click()
@@ -140,7 +144,7 @@ def test_live_scan_raises_speaks_logs_and_explains_an_alert(server, chromium):
         expect(page.locator("#live-fps")).to_have_text(re.compile(r"^\d+(\.\d)?$"))  # frames are flowing
         expect(page.locator("#live-latency")).to_have_text(re.compile(r"^\d+ ms \(average \d+ ms\)$"))
         expect(page.locator("#live-count")).not_to_have_text("0")
-        expect(page.locator("#live-result")).to_contain_text(re.compile(r"Frame \d+: [\d.]+ ms on the server"))
+        expect(page.locator("#live-result")).to_contain_text(re.compile(r"Frame \d+: [\d.,]+ ms on the server"))
 
         alert = page.locator("#live-result .live-alert").first
         expect(alert).to_contain_text("Alert: Melanoma")
@@ -149,13 +153,23 @@ def test_live_scan_raises_speaks_logs_and_explains_an_alert(server, chromium):
         expect(page.locator("#live-log tbody")).to_contain_text("ICD-10 C43.9")
         page.wait_for_function("window.__spoken.length > 0")
         assert page.evaluate("window.__spoken")[0].startswith("Alert: Melanoma, ")
+        # Speech says the figure the screen shows (2.5 percent, not 2), and the frames the average was over.
+        shown = re.search(r"([\d.]+) % average over the last (\d+) frames?", alert.inner_text())
+        assert shown, alert.inner_text()
+        assert page.evaluate("window.__spoken")[0] == f"Alert: Melanoma, {shown.group(1)} percent."
+        raised_at = alert.locator("time").get_attribute("datetime")
+        assert raised_at.endswith(("-05:00", "-04:00"))  # New York's offset, winter or summer
+        expect(alert).to_contain_text("(America/New_York)")
+        expect(page.locator("#live-log thead")).to_contain_text("Time (America/New_York)")
+        # "Explain this frame" explains the active alert, not whatever matched best.
+        expect(page.locator("#live-explain-button")).to_have_text("Explain this frame (Melanoma alert)")
 
         page.locator("#live-stop").click()
         expect(page.locator("#live-start")).to_be_enabled()
         frames = page.locator("#live-count").inner_text()
         page.locator("#live-explain-button").click()
         expect(page.locator("#live-explain img")).to_be_visible()
-        expect(page.locator("#live-explain")).to_contain_text("Where the model looked for")
+        expect(page.locator("#live-explain")).to_contain_text("Where the model looked for Melanoma")
         assert page.locator("#live-count").inner_text() == frames  # stopped means stopped
 
         with page.expect_download() as download:
@@ -163,6 +177,43 @@ def test_live_scan_raises_speaks_logs_and_explains_an_alert(server, chromium):
         assert download.value.suggested_filename.startswith("privascan-alerts-")
         rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
         assert rows and rows[0]["condition_id"] == "melanoma" and float(rows[0]["threshold"]) == 0.001
+        assert rows[0]["time_zone"] == "America/New_York" and rows[0]["raised_at"] == raised_at
+        # The explanation counts the frames the page counted.
+        assert f"over the last {shown.group(2)} frame" in rows[0]["explanation"] and rows[0]["frames"] == shown.group(2)
     finally:
         context.close()
     assert problems == []
+
+
+def test_on_a_phone_the_alert_is_in_view_while_scanning_and_the_table_fits(server, chromium):
+    """390x844: the video used to fill the screen, the alerts sat below the fold and the table was cut ("Thresho")."""
+    context = chromium.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True,
+                                   device_scale_factor=2, base_url=server)
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    try:
+        page.goto("/live")
+        token = page.evaluate("JSON.parse(document.body.getAttribute('hx-headers'))['X-CSRF-Token']")
+        names = page.locator("#live-thresholds input[type=number]").evaluate_all("fields => fields.map((f) => f.name)")
+        assert page.request.post("/live/thresholds", headers={"X-CSRF-Token": token},
+                                 form={n: "0.001" if n == "threshold_melanoma" else "1" for n in names}).ok
+        page.reload()
+        page.locator("#live-start").click()
+        alert = page.locator("#live-result .live-alert").first
+        expect(alert).to_be_visible()
+        box = alert.bounding_box()
+        assert box["y"] < 844, box  # in view without scrolling, while the camera runs
+        video = page.locator("#live-video").bounding_box()
+        assert video["height"] <= 0.4 * 844, video
+        table = page.locator("table.live-scores")
+        expect(table).to_be_visible()
+        assert table.evaluate("t => t.scrollWidth <= t.clientWidth + 1"), "the table is wider than its box"
+        for header in table.locator("thead th").all():
+            cell = header.bounding_box()
+            assert cell["x"] >= 0 and cell["x"] + cell["width"] <= 390 + 0.5, header.inner_text()
+            assert header.evaluate("th => th.scrollWidth <= th.clientWidth + 1"), header.inner_text()
+            # One line each: a heading broken inside a word ("Thresho / ld") is cut too.
+            assert cell["height"] < 2 * float(header.evaluate("th => parseFloat(getComputedStyle(th).lineHeight) || 20")), header.inner_text()
+        page.locator("#live-stop").click()
+    finally:
+        context.close()

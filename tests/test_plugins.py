@@ -6,6 +6,8 @@ named ``test_hook_<name>`` here or without its section in docs/plugins.md.
 
 from __future__ import annotations
 
+import datetime as dt
+
 import re
 from pathlib import Path
 
@@ -152,8 +154,10 @@ def test_hook_alert_raised(app_factory):
             assert isinstance(value, (str, int, float, tuple)), field.name
             assert not isinstance(value, tuple) or all(isinstance(item, str) for item in value), field.name
         assert "SNOMED CT 93655004" in alert.explanation and "ICD-10 C43.9" in alert.explanation
-        # The plugin got exactly what the session's log holds.
-        assert browser.get("/live/log.json", htmx=False).get_json()["alerts"] == [alert.as_dict()]
+        # The plugin got exactly what the session's log holds (the log gives the time on the reader's clock, zone named).
+        logged = browser.get("/live/log.json", htmx=False).get_json()["alerts"]
+        assert [{**entry, "raised_at": dt.datetime.fromisoformat(entry["raised_at"])} for entry in logged] == \
+            [{**alert.as_dict(), "raised_at": dt.datetime.fromisoformat(alert.raised_at), "time_zone": logged[0]["time_zone"]}]
     finally:
         alert_recorder.RECEIVED.clear()
 

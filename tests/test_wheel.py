@@ -61,7 +61,7 @@ def test_the_wheel_holds_templates_static_files_prompts_and_plugin_files(wheel):
     # Every data file the app serves or reads, not a sample: a new template or icon cannot be forgotten.
     shipped = {f"webapp/templates/{p.relative_to(REPO / 'templates').as_posix()}" for p in (REPO / "templates").rglob("*.html")}
     shipped |= {f"webapp/prompts/{p.name}" for p in (REPO / "prompts").glob("*.toml")}
-    for folder in [REPO / "webapp" / "static", REPO / "webapp" / "data", *(REPO / "plugins").glob("*/templates"),
+    for folder in [REPO / "webapp" / "static", REPO / "webapp" / "data", REPO / "webapp" / "translations", *(REPO / "plugins").glob("*/templates"),
                    *(REPO / "plugins").glob("*/static")]:
         shipped |= {p.relative_to(REPO).as_posix() for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
     assert not shipped - names, sorted(shipped - names)

@@ -40,6 +40,8 @@ def test_queue_is_bounded_and_positions_are_reported():
     with pytest.raises(QueueFull):
         worker.submit(Job("p4", work("p4")))
     assert worker.position("p3") == 2
+    # Several at once, from one reading (the running job and unknown keys have no place).
+    assert worker.positions(["p1", "p2", "p3", "nope"]) == {"p2": 1, "p3": 2}
     gate.set()
     assert worker.join_idle(5)
     assert handled == ["p1", "p2", "p3"]

@@ -34,12 +34,12 @@ def create_app(test_config: dict | None = None) -> Flask:
     Image.MAX_IMAGE_PIXELS = app.config["MAX_IMAGE_PIXELS"]
 
     from . import (
-        api_access, decoding, errors, jobs, metrics, plugin_assets, rate_limit, security, sessions, static_assets,
-        unread_body,
+        api_access, decoding, errors, i18n, jobs, local_time, metrics, page_words, plugin_assets, rate_limit, security,
+        sessions, static_assets, unread_body,
     )
     from .adapter import install_adapter
     from .bank_overrides import apply_bank_overrides
-    from .plugins import build_registry, make_plugin_manager
+    from .plugins import build_registry, make_plugin_manager, plugin_folders
     from .models import ModelManager
     from .views import api, health, lesions, live, pages, photos, reports, results
 
@@ -49,7 +49,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     Htmx(app)
     health.init_app(app)  # before sessions: /healthz and /readyz never create one
     rate_limit.init_app(app)  # next: a client over its limit is answered before anything else runs
+    i18n.init_app(app)  # the request's language, its in-memory catalogue, Babel's formats
+    page_words.init_app(app)  # the scripts' words, in the page's language
     sessions.init_app(app)  # after Htmx: it installs the in-memory request class
+    local_time.init_app(app)  # after sessions: it remembers the browser's time zone in the session
     security.init_app(app)
     static_assets.init_app(app)  # ?v=<hash> on static URLs, cached for a year; no redirects from routing
     errors.init_app(app)
@@ -64,6 +67,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["privascan_plugins"] = pm
     app.extensions["privascan_registry"] = registry
     plugin_assets.init_app(app, pm)  # plugins' templates/ (after the repo's) and static/
+    i18n.add_plugin_catalogues(app, plugin_folders(pm, "translations"))  # and their translations/
     models = ModelManager(registry, default_app=app.config["CLINICAL_APP"])
     app.extensions["privascan_models"] = models
     jobs.init_app(app)

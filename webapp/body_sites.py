@@ -8,8 +8,10 @@ understands, and nothing a user typed.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from .i18n import current_language
 
 SNOMED_CT = "http://snomed.info/sct"
 DATA_FILE = Path(__file__).with_name("data") / "body_sites.toml"
@@ -18,9 +20,15 @@ DATA_FILE = Path(__file__).with_name("data") / "body_sites.toml"
 @dataclass(frozen=True)
 class BodySite:
     id: str
-    label: str  # what the menu shows
+    label: str  # what the menu shows, in English
     snomed_ct: str
     display: str  # the SNOMED CT concept's name, exported beside the code
+    translations: dict = field(default_factory=dict, compare=False, repr=False)  # code -> label
+
+    @property
+    def shown_label(self) -> str:
+        """The label in the request's language (English where the list has no translation)."""
+        return self.translations.get(current_language(), self.label)
 
 
 def load_body_sites(path: Path = DATA_FILE) -> tuple[BodySite, ...]:

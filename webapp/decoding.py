@@ -24,11 +24,12 @@ import threading
 
 from flask import Flask, current_app
 
+from .i18n import N_, Message
 from .memory import release_freed_memory
 from .images import WORKING_MAX_SIDE, DecodedPhoto, ImageRejected, decode_photo, open_photo
 from .store import SessionData, StoreFull
 
-BUSY = "The server is decoding as many photos as it can right now. Please try again in a moment."
+BUSY = Message(N_("The server is decoding as many photos as it can right now. Please try again in a moment."))
 
 
 class DecodeGate:
@@ -46,8 +47,9 @@ class DecodeGate:
     def admitted(self, cost: int):
         if cost > self.max_bytes:
             raise ImageRejected(
-                f"Decoding this image would need about {cost // (1024 * 1024)} MB of memory, more than this server "
-                f"decodes at once ({self.max_bytes // (1024 * 1024)} MB). Please send a smaller photo (fewer pixels).", 413)
+                Message(N_("Decoding this image would need about %(need)d MB of memory, more than this server decodes at "
+                           "once (%(limit)d MB). Please send a smaller photo (fewer pixels)."),
+                        need=cost // (1024 * 1024), limit=self.max_bytes // (1024 * 1024)), 413)
         with self._changed:
             room = lambda: self._running < self.slots and self._in_flight + cost <= self.max_bytes  # noqa: E731
             if not self._changed.wait_for(room, timeout=self.wait_seconds):

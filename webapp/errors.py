@@ -10,27 +10,31 @@ from __future__ import annotations
 import logging
 import secrets
 
-from flask import Flask, render_template, request
+from flask import Flask, current_app, render_template, request
+from flask_babel import gettext
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from .i18n import N_
 
 log = logging.getLogger(__name__)
 
+# Marked here, translated when an error is shown (the request's language).
 FRIENDLY = {
-    400: "The request could not be understood.",
-    401: "This needs a key.",
-    403: "This action is not allowed.",
-    404: "That photo or page does not exist (it may have been deleted, or your session may have ended).",
-    405: "That action is not available here.",
-    410: "Your session had ended.",
-    413: "That upload is too large.",
-    415: "That kind of file is not supported.",
-    429: "Too many requests at once. Please slow down.",
-    503: "The server is busy. Please try again shortly.",
+    400: N_("The request could not be understood."),
+    401: N_("This needs a key."),
+    403: N_("This action is not allowed."),
+    404: N_("That photo or page does not exist (it may have been deleted, or your session may have ended)."),
+    405: N_("That action is not available here."),
+    410: N_("Your session had ended."),
+    413: N_("That upload is too large."),
+    415: N_("That kind of file is not supported."),
+    429: N_("Too many requests at once. Please slow down."),
+    503: N_("The server is busy. Please try again shortly."),
 }
 
 
-UNAVAILABLE = ("The service is unavailable for a moment (its session storage cannot be reached). "
-               "Please try again shortly.")
+UNAVAILABLE = N_("The service is unavailable for a moment (its session storage cannot be reached). "
+                 "Please try again shortly.")
 
 
 def render_error(status: int, message: str):
@@ -39,10 +43,13 @@ def render_error(status: int, message: str):
         return {"error": message, "status": status}, status, {}
     if request.headers.get("HX-Request"):
         # Whatever the request targeted (a card, the timeline), the message
-        # goes to the message area and leaves the rest of the page untouched.
-        body = render_template("partials/messages.html", messages=[("error", message)])
-        return body, status, {"HX-Retarget": "#messages", "HX-Reswap": "outerHTML"}
-    return render_template("error.html", messages=[("error", message)], status=status, clinical_app=None), status, {}
+        # goes into the message area (out of band, so the live region stays
+        # and announces it) and the rest of the page is left untouched.
+        body = render_template("partials/messages.html", messages=[("error", message)], oob_messages=True)
+        return body, status, {"HX-Retarget": "#messages", "HX-Reswap": "none"}
+    # Every page carries the demo banner in demo mode, error pages too.
+    return render_template("error.html", messages=[("error", message)], status=status, clinical_app=None,
+                           demo=current_app.config.get("DEMO_MODEL", False)), status, {}
 
 
 def init_app(app: Flask) -> None:
@@ -56,12 +63,13 @@ def init_app(app: Flask) -> None:
             if length is not None and length <= app.config["MAX_CONTENT_LENGTH"]:
                 # Werkzeug says 413 for too many form parts or too big a text field as well.
                 parts = app.config["MAX_FORM_PARTS"]
-                message = (f"That upload had too many parts (at most {parts} photos and fields are accepted in one go) "
-                           "or an over-long text field. Send fewer photos at a time.")
+                message = gettext("That upload had too many parts (at most %(parts)d photos and fields are accepted in "
+                                  "one go) or an over-long text field. Send fewer photos at a time.", parts=parts)
             else:
-                message = f"That upload is larger than the {limit} MB allowed in one go. Send fewer or smaller photos."
+                message = gettext("That upload is larger than the %(limit)d MB allowed in one go. Send fewer or "
+                                  "smaller photos.", limit=limit)
         else:
-            message = description or FRIENDLY.get(status, "The request could not be completed.")
+            message = description or gettext(FRIENDLY.get(status, N_("The request could not be completed.")))
         body, status, headers = render_error(status, message)
         if status == 503:
             headers["Retry-After"] = "30"
@@ -88,7 +96,7 @@ def init_app(app: Flask) -> None:
             # Scale-out mode with Redis gone: say so, no traceback; the next
             # request after Redis returns simply works (redis-py reconnects).
             log.error("Redis unavailable on %s (%s)", request.endpoint, type(exc).__name__)
-            body, status, headers = render_error(503, UNAVAILABLE)
+            body, status, headers = render_error(503, gettext(UNAVAILABLE))
             headers["Retry-After"] = "15"
             return body, status, headers
 
@@ -96,4 +104,5 @@ def init_app(app: Flask) -> None:
     def unexpected_error(exc: Exception):
         incident = secrets.token_hex(4)
         log.error("incident %s: unhandled %s on %s", incident, type(exc).__name__, request.endpoint, exc_info=exc)
-        return render_error(500, f"Something went wrong on our side (incident {incident}). Your photos are unaffected; please try again.")
+        return render_error(500, gettext("Something went wrong on our side (incident %(incident)s). Your photos are "
+                                         "unaffected; please try again.", incident=incident))

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .i18n import N_, Message
+
 try:  # HEIC/HEIF from phones; registered once, in memory.
     from pillow_heif import register_heif_opener
 
@@ -26,7 +28,7 @@ except ImportError:  # pragma: no cover - pillow-heif is a declared dependency
     HEIF_FORMATS = ()
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", *HEIF_FORMATS)  # phones' MPO files open as JPEG
-FORMAT_NAMES = "JPEG, PNG, WebP or HEIC"
+FORMAT_NAMES = Message(N_("JPEG, PNG, WebP or HEIC"))
 EXIF_DATETIME_ORIGINAL = 0x9003
 EXIF_IFD = 0x8769
 MIN_ANALYSABLE_SIDE = 64
@@ -77,7 +79,7 @@ _TRANSPOSE = {
     5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
-TOO_MANY_PIXELS = "This image has too many pixels to be processed safely."
+TOO_MANY_PIXELS = Message(N_("This image has too many pixels to be processed safely."))
 
 
 @dataclass
@@ -138,21 +140,22 @@ def open_photo(data: bytes, max_pixels: int, max_side: int = WORKING_MAX_SIDE) -
     memory at full size.
     """
     if not data:
-        raise ImageRejected("The file is empty (0 bytes).")
+        raise ImageRejected(Message(N_("The file is empty (0 bytes).")))
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             image = _pillow_open(io.BytesIO(data), formats=ALLOWED_FORMATS)
         except UnidentifiedImageError:
-            raise ImageRejected(f"This file is not a photo we can read. Please send a {FORMAT_NAMES} image.", 415)
+            raise ImageRejected(Message(N_("This file is not a photo we can read. Please send a %(formats)s image."), formats=FORMAT_NAMES), 415)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise ImageRejected(TOO_MANY_PIXELS, 413)
         except Exception:
-            raise ImageRejected("This file could not be read as an image; it may be damaged.")
+            raise ImageRejected(Message(N_("This file could not be read as an image; it may be damaged.")))
     width, height = file_size = image.size
     if width * height > max_pixels:
         raise ImageRejected(
-            f"This image is {width}x{height} pixels, more than the {max_pixels // 1_000_000} megapixels allowed.",
+            Message(N_("This image is %(width)dx%(height)d pixels, more than the %(limit)d megapixels allowed."),
+                    width=width, height=height, limit=max_pixels // 1_000_000),
             413,
         )
     source_format = image.format or "unknown"
@@ -190,7 +193,7 @@ def decode_photo(opened: OpenedPhoto) -> DecodedPhoto:
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise ImageRejected(TOO_MANY_PIXELS, 413)
         except Exception:
-            raise ImageRejected("This image is damaged or truncated and could not be decoded.")
+            raise ImageRejected(Message(N_("This image is damaged or truncated and could not be decoded.")))
         finally:
             opened.image = None  # the full-size decoder buffer is freed with its last reference
     # Rebuild from raw pixels: the new image carries no EXIF, ICC, XMP or GPS.

@@ -17,6 +17,7 @@ from typing import Protocol, Sequence, runtime_checkable
 import numpy as np
 from PIL import Image
 
+from .i18n import N_
 from .quality import QualityLimits
 
 
@@ -119,6 +120,8 @@ class Condition:
     icd10: str = ""
     summary: str = ""
     alert_threshold: float = 0.5
+    # The bank's own translations: language code -> {"label": ..., "summary": ...} (webapp/bank_i18n.py).
+    translations: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,7 @@ class TemplateSet:
     id: str
     label: str
     templates: tuple[str, ...]
+    translations: dict = field(default_factory=dict, compare=False, repr=False)  # code -> {"label": ...}
 
 
 @dataclass(frozen=True)
@@ -156,6 +160,8 @@ class InterpretationRules:
         ConfidenceLevel(0.10, "low confidence"),
     )
     fallback_confidence: str = "unclear"
+    # code -> {English confidence label: translated label}; the words only, the bands stay the same.
+    translations: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -166,6 +172,7 @@ class ScopeRules:
     in_scope: tuple[str, ...] = ()  # prompts for pictures the bank is made for
     out_of_scope: tuple[str, ...] = ()  # prompts for everything else a user might send
     min_score: float = 0.5  # in-scope share of the scope softmax needed to analyse
+    translations: dict = field(default_factory=dict, compare=False, repr=False)  # code -> {"subject": ...}
 
     @property
     def enabled(self) -> bool:
@@ -186,6 +193,7 @@ class TierRule:
     risks: tuple[str, ...]  # interpreter risks ("high", "moderate", "low", "unclear") it applies to
     min_high_risk_probability: float = 0.0  # and the high-risk groups together score at least this
     requires_reliable: bool = False  # and the ranking's entropy is within the limit
+    translations: dict = field(default_factory=dict, compare=False, repr=False)  # code -> {"label", "meaning"}
 
 
 CANT_ASSESS = "cant_assess"
@@ -203,6 +211,8 @@ class TriageRules:
     # Individual Typology Angle bands that get a caution (dermatology); empty: no skin-tone estimate.
     skin_tone_caution_bands: tuple[str, ...] = ()
     skin_tone_caution: str = ""
+    # code -> {"cant_assess_label", "cant_assess_meaning", "skin_tone_caution"}
+    translations: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -223,6 +233,8 @@ class PromptBank:
     # Softmax temperature fitted on a clinic's labelled set (``privascan eval
     # --fit-calibration``, kept in the overrides file); None: uncalibrated.
     temperature: float | None = None
+    translations: dict = field(default_factory=dict, compare=False, repr=False)  # code -> {"title": ...}
+    language: str = field(default="en", compare=False)  # the language of its words: "en" as written, another once localized
 
     def condition(self, condition_id: str) -> Condition:
         for condition in self.conditions:
@@ -312,8 +324,8 @@ class ClinicalApp:
     classifier: str
     explainer: str | None = None
     detector: str | None = None
-    subject: str = "finding"  # what the detector looks for, in words ("lesion")
-    disclaimer: str = (
+    subject: str = N_("finding")  # what the detector looks for, in words ("lesion"); marked, translated where shown
+    disclaimer: str = N_(
         "PrivaScan is a triage aid, not a diagnosis. Always have a qualified "
         "clinician examine anything that worries you."
     )

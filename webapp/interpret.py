@@ -22,8 +22,27 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+from flask_babel import gettext as _, ngettext
 
+from .i18n import N_, Message, number, percent
 from .interfaces import CANT_ASSESS, Condition, InterpretationRules, PromptBank, Scores
+from .quality import check_names
+
+# Group tags are ids in the bank; these are their names in a sentence.
+GROUP_NAMES = {
+    "malignant": N_("malignant"), "premalignant": N_("premalignant"), "benign": N_("benign"),
+    "inflammatory": N_("inflammatory"), "infectious": N_("infectious"), "normal": N_("normal"),
+    "urgent": N_("urgent"), "abnormal": N_("abnormal"),
+}
+
+
+def group_names(groups) -> str:
+    """Group tags as words of the request's language, comma-separated."""
+    return ", ".join(_(GROUP_NAMES[group]) if group in GROUP_NAMES else group for group in groups)
+
+
+def _fixed(value: float, digits: int) -> str:
+    return number(value, digits)
 
 # Scores are float32 softmax outputs: two numbers closer than this are equal,
 # so a hand-typed 0.40 margin lands in the band a person expects.
@@ -33,6 +52,7 @@ RISK_HIGH = "high"
 RISK_MODERATE = "moderate"
 RISK_LOW = "low"
 RISK_UNCLEAR = "unclear"
+RISK_NAMES = {RISK_HIGH: N_("high"), RISK_MODERATE: N_("moderate"), RISK_LOW: N_("low"), RISK_UNCLEAR: N_("unclear")}
 
 
 @dataclass(frozen=True)
@@ -80,46 +100,47 @@ def interpret(scores: Scores, bank: PromptBank, rules: InterpretationRules | Non
     head = ranking[0]
     high_risk_probability = sum(item.probability for item in ranking if item.high_risk)
 
-    steps.append(
-        f"Ranked {n} condition{'s' if n != 1 else ''}: "
-        + ", ".join(f"{item.condition.label} {_pct(item.probability)}" for item in ranking[:3])
-        + ("" if n <= 3 else ", ...")
-        + "."
-    )
+    top = ", ".join(f"{item.condition.label} {_pct(item.probability)}" for item in ranking[:3]) + ("" if n <= 3 else ", ...")
+    steps.append(ngettext("Ranked %(num)d condition: %(top)s.", "Ranked %(num)d conditions: %(top)s.", n, top=top))
     high_risk_count = sum(item.high_risk for item in ranking)
     if rules.high_risk_groups:
-        steps.append(
-            f"High-risk groups ({', '.join(rules.high_risk_groups)}): {high_risk_count} "
-            f"condition{'s' if high_risk_count != 1 else ''}, together {_pct(high_risk_probability)}."
-        )
+        steps.append(ngettext(
+            "High-risk groups (%(groups)s): %(num)d condition, together %(total)s.",
+            "High-risk groups (%(groups)s): %(num)d conditions, together %(total)s.",
+            high_risk_count, groups=group_names(rules.high_risk_groups), total=_pct(high_risk_probability),
+        ))
 
     margin, consolidated, consolidated_ids, not_clear = _margin(ranking, high_risk_probability, rules, steps)
 
     if not_clear:
         confidence = rules.fallback_confidence
-        steps.append(f"Confidence: {confidence} (the mix is too close to call).")
+        steps.append(_("Confidence: %(confidence)s (the mix is too close to call).", confidence=confidence))
     else:
         confidence = _confidence_label(margin, rules)
         steps.append(_confidence_step(margin, confidence, rules))
 
     entropy = _entropy_bits(probabilities)
     reliable = entropy <= rules.entropy_limit_bits + EPSILON
+    entropy_words = dict(entropy=_fixed(entropy, 2), limit=_fixed(rules.entropy_limit_bits, 2), num=n,
+                         maximum=_fixed(math.log2(n) if n > 1 else 0.0, 2))
     steps.append(
-        f"Entropy {entropy:.2f} bits {'<=' if reliable else '>'} limit {rules.entropy_limit_bits:.2f} "
-        f"(maximum for {n} classes: {math.log2(n) if n > 1 else 0.0:.2f}): "
-        f"{'reliable' if reliable else 'unreliable, the scores are spread out'}."
+        _("Entropy %(entropy)s bits <= limit %(limit)s (maximum for %(num)d classes: %(maximum)s): reliable.", **entropy_words)
+        if reliable else
+        _("Entropy %(entropy)s bits > limit %(limit)s (maximum for %(num)d classes: %(maximum)s): "
+          "unreliable, the scores are spread out.", **entropy_words)
     )
 
     risk, risk_reason = _risk(head, high_risk_probability, not_clear, rules)
     if not reliable:
-        risk_reason += " The scores are spread across many conditions, so the ranking itself is unreliable."
-    steps.append(f"Risk: {risk}. {risk_reason}")
+        risk_reason += " " + _("The scores are spread across many conditions, so the ranking itself is unreliable.")
+    steps.append(_("Risk: %(risk)s. %(reason)s", risk=_(RISK_NAMES[risk]), reason=risk_reason))
 
     alerts = [
         item.condition.id for item in ranking if item.probability + EPSILON >= item.condition.alert_threshold
     ]
     if alerts:
-        steps.append("At or above their alert threshold: " + ", ".join(alerts) + ".")
+        steps.append(_("At or above their alert threshold: %(conditions)s.",
+                       conditions=", ".join(item.condition.label for item in ranking if item.condition.id in alerts)))
 
     return Interpretation(
         ranking=ranking,
@@ -184,17 +205,15 @@ def _margin(
     """Return (margin, consolidated, consolidated ids, not clear) and explain them in ``steps``."""
     head = ranking[0]
     if len(ranking) == 1:
-        steps.append(f"Only one condition in the bank: margin = {head.probability:.3f}.")
+        steps.append(_("Only one condition in the bank: margin = %(margin)s.", margin=_fixed(head.probability, 3)))
         return head.probability, False, [], False
 
     first_other = next((item for item in ranking if not item.high_risk), None)
 
     if head.high_risk:
         if first_other is None:
-            steps.append(
-                f"Every condition is high risk: consolidated {_pct(high_risk_probability)} against nothing, "
-                f"margin = {high_risk_probability:.3f}."
-            )
+            steps.append(_("Every condition is high risk: consolidated %(total)s against nothing, margin = %(margin)s.",
+                           total=_pct(high_risk_probability), margin=_fixed(high_risk_probability, 3)))
             return high_risk_probability, len(ranking) > 1, [item.condition.id for item in ranking], False
         # The leading run of high-risk classes, stopping at the first class
         # that is not high risk; a class merely tied with that one is not
@@ -207,10 +226,8 @@ def _margin(
             run.append(item)
         if not run:
             margin = head.probability - first_other.probability
-            steps.append(
-                f"Top condition {head.condition.label} is high risk but tied with {first_other.condition.label}: "
-                f"margin = {margin:.3f}."
-            )
+            steps.append(_("Top condition %(top)s is high risk but tied with %(other)s: margin = %(margin)s.",
+                           top=head.condition.label, other=first_other.condition.label, margin=_fixed(margin, 3)))
             consolidated, consolidated_ids, summed = False, [], head.probability
         else:
             summed = sum(item.probability for item in run)
@@ -218,40 +235,47 @@ def _margin(
             consolidated = len(run) > 1
             consolidated_ids = [item.condition.id for item in run] if consolidated else []
             if consolidated:
-                steps.append(
-                    f"Top {len(run)} are high risk ({', '.join(item.condition.label for item in run)}): "
-                    f"consolidated {_pct(summed)} minus first other ({first_other.condition.label}) "
-                    f"{_pct(first_other.probability)}: margin = {margin:.3f}."
-                )
+                steps.append(_(
+                    "Top %(num)d are high risk (%(conditions)s): consolidated %(total)s minus first other (%(other)s) "
+                    "%(other_score)s: margin = %(margin)s.",
+                    num=len(run), conditions=", ".join(item.condition.label for item in run), total=_pct(summed),
+                    other=first_other.condition.label, other_score=_pct(first_other.probability), margin=_fixed(margin, 3),
+                ))
             else:
-                steps.append(
-                    f"Top condition {head.condition.label} {_pct(summed)} minus first other "
-                    f"({first_other.condition.label}) {_pct(first_other.probability)}: margin = {margin:.3f}."
-                )
+                steps.append(_(
+                    "Top condition %(top)s %(score)s minus first other (%(other)s) %(other_score)s: margin = %(margin)s.",
+                    top=head.condition.label, score=_pct(summed), other=first_other.condition.label,
+                    other_score=_pct(first_other.probability), margin=_fixed(margin, 3),
+                ))
         gap = summed - first_other.probability
         not_clear = gap <= rules.unclear_margin + EPSILON
+        words = dict(gap=_fixed(gap, 3), limit=_fixed(rules.unclear_margin, 3))
         steps.append(
-            f"Not-clear check: high-risk lead {gap:.3f} {'<=' if not_clear else '>'} unclear margin "
-            f"{rules.unclear_margin:.3f}: {'not clear' if not_clear else 'clear'}."
+            _("Not-clear check: high-risk lead %(gap)s <= unclear margin %(limit)s: not clear.", **words) if not_clear else
+            _("Not-clear check: high-risk lead %(gap)s > unclear margin %(limit)s: clear.", **words)
         )
         return margin, consolidated, consolidated_ids, not_clear
 
     second = ranking[1]
     margin = head.probability - second.probability
-    steps.append(
-        f"Margin = top {head.condition.label} {_pct(head.probability)} minus second "
-        f"{second.condition.label} {_pct(second.probability)} = {margin:.3f}."
-    )
+    steps.append(_(
+        "Margin = top %(top)s %(score)s minus second %(second)s %(second_score)s = %(margin)s.",
+        top=head.condition.label, score=_pct(head.probability), second=second.condition.label,
+        second_score=_pct(second.probability), margin=_fixed(margin, 3),
+    ))
     if high_risk_probability <= 0:
         return margin, False, [], False
     # A non-high-risk headline that the high-risk classes together nearly
     # match (or outweigh) must not be reported with confidence.
     gap = head.probability - high_risk_probability
     not_clear = gap <= rules.unclear_margin + EPSILON
+    words = dict(top=_pct(head.probability), total=_pct(high_risk_probability), gap=_fixed(gap, 3),
+                 limit=_fixed(rules.unclear_margin, 3))
     steps.append(
-        f"Not-clear check: top {_pct(head.probability)} minus all high-risk {_pct(high_risk_probability)} = "
-        f"{gap:.3f} {'<=' if not_clear else '>'} unclear margin {rules.unclear_margin:.3f}: "
-        f"{'not clear' if not_clear else 'clear'}."
+        _("Not-clear check: top %(top)s minus all high-risk %(total)s = %(gap)s <= unclear margin %(limit)s: not clear.",
+          **words) if not_clear else
+        _("Not-clear check: top %(top)s minus all high-risk %(total)s = %(gap)s > unclear margin %(limit)s: clear.",
+          **words)
     )
     return margin, False, [], not_clear
 
@@ -266,9 +290,11 @@ def _confidence_label(margin: float, rules: InterpretationRules) -> str:
 def _confidence_step(margin: float, confidence: str, rules: InterpretationRules) -> str:
     for level in sorted(rules.confidence_levels, key=lambda level: -level.min_margin):
         if margin > level.min_margin + EPSILON:
-            return f"Confidence: margin {margin:.3f} > {level.min_margin:.2f}: {confidence}."
+            return _("Confidence: margin %(margin)s > %(band)s: %(confidence)s.",
+                     margin=_fixed(margin, 3), band=_fixed(level.min_margin, 2), confidence=confidence)
     lowest = min((level.min_margin for level in rules.confidence_levels), default=0.0)
-    return f"Confidence: margin {margin:.3f} <= {lowest:.2f}: {confidence}."
+    return _("Confidence: margin %(margin)s <= %(band)s: %(confidence)s.",
+             margin=_fixed(margin, 3), band=_fixed(lowest, 2), confidence=confidence)
 
 
 def _entropy_bits(probabilities: list[float]) -> float:
@@ -281,27 +307,27 @@ def _risk(
 ) -> tuple[str, str]:
     condition = head.condition
     if head.high_risk:
-        groups = ", ".join(g for g in condition.groups if g in rules.high_risk_groups)
-        reason = f"The closest match, {condition.label}, belongs to a high-risk group ({groups})."
+        groups = group_names(g for g in condition.groups if g in rules.high_risk_groups)
+        reason = _("The closest match, %(condition)s, belongs to a high-risk group (%(groups)s).",
+                   condition=condition.label, groups=groups)
         if not_clear:
-            reason += " Other, lower-risk conditions score almost as high, but the high-risk result stands."
+            reason += " " + _("Other, lower-risk conditions score almost as high, but the high-risk result stands.")
         return RISK_HIGH, reason
     if not_clear:
-        return RISK_UNCLEAR, (
-            f"The closest match, {condition.label}, is not high risk, but high-risk conditions together "
-            f"score about as high ({_pct(high_risk_probability)} against {_pct(head.probability)}), "
-            "so they cannot be ruled out."
+        return RISK_UNCLEAR, _(
+            "The closest match, %(condition)s, is not high risk, but high-risk conditions together score about as "
+            "high (%(total)s against %(score)s), so they cannot be ruled out.",
+            condition=condition.label, total=_pct(high_risk_probability), score=_pct(head.probability),
         )
     watched = [g for g in condition.groups if g in rules.watch_groups]
     if watched:
-        return RISK_MODERATE, (
-            f"The closest match, {condition.label}, belongs to a group to keep an eye on ({', '.join(watched)})."
-        )
-    return RISK_LOW, f"The closest match, {condition.label}, is not in a high-risk or watch group."
+        return RISK_MODERATE, _("The closest match, %(condition)s, belongs to a group to keep an eye on (%(groups)s).",
+                                condition=condition.label, groups=group_names(watched))
+    return RISK_LOW, _("The closest match, %(condition)s, is not in a high-risk or watch group.", condition=condition.label)
 
 
 def _pct(value: float) -> str:
-    return f"{100 * value:.1f} %"
+    return percent(value, 1)
 
 
 # ------------------------------------------------------------------ triage
@@ -334,14 +360,16 @@ def tier_for(reading: Interpretation, bank: PromptBank) -> tuple[str, str, str, 
             continue
         if rule.requires_reliable and not reading.reliable:
             continue
-        conditions = [f"risk {reading.risk}"]
+        conditions = [_("risk %(risk)s", risk=_(RISK_NAMES[reading.risk]))]
         if rule.min_high_risk_probability > 0:
-            conditions.append(f"high-risk total {_pct(reading.high_risk_probability)} >= {_pct(rule.min_high_risk_probability)}")
+            conditions.append(_("high-risk total %(total)s >= %(floor)s", total=_pct(reading.high_risk_probability),
+                                floor=_pct(rule.min_high_risk_probability)))
         if rule.requires_reliable:
-            conditions.append("ranking reliable")
-        return rule.id, rule.label, rule.meaning, f"Tier: {rule.label} ({', '.join(conditions)})."
+            conditions.append(_("ranking reliable"))
+        return rule.id, rule.label, rule.meaning, _("Tier: %(tier)s (%(conditions)s).", tier=rule.label,
+                                                    conditions=", ".join(conditions))
     # A bank without tiers (a plugin's older bank) still gets a safe headline.
-    return "refer", "Refer", "Have a clinician look at it.", "Tier: Refer (the bank defines no tiers)."
+    return "refer", _("Refer"), _("Have a clinician look at it."), _("Tier: Refer (the bank defines no tiers).")
 
 
 def triage(
@@ -362,21 +390,22 @@ def triage(
     cant = (CANT_ASSESS, rules.cant_assess_label, rules.cant_assess_meaning)
     if scope is not None and scope.in_scope is False:
         return Triage(False, *cant, show_advice=False, reasons=[scope.message],
-                      steps=[f"Scope gate: score {scope.score:.3f} below {bank.scope.min_score:.2f}: out of scope."])
+                      steps=[_("Scope gate: score %(score)s below %(limit)s: out of scope.",
+                               score=_fixed(scope.score, 3), limit=_fixed(bank.scope.min_score, 2))])
     steps: list[str] = []
     reasons: list[str] = []
     low_quality = False
     if quality is not None and not quality.passed:
         reasons = [check.hint for check in quality.failed]
-        failed = ", ".join(check.name for check in quality.failed)
+        failed = check_names(quality.failed)
         if not analyse_anyway:
             return Triage(False, *cant, show_advice=False, reasons=reasons,
-                          steps=[f"Quality gate failed ({failed}): can't assess."])
+                          steps=[_("Quality gate failed (%(checks)s): can't assess.", checks=failed)])
         low_quality = True
-        steps.append(f"Quality gate failed ({failed}); analysed anyway at the user's request: low quality.")
+        steps.append(_("Quality gate failed (%(checks)s); analysed anyway at the user's request: low quality.", checks=failed))
     if reading is None:
         return Triage(False, *cant, show_advice=False, low_quality=low_quality,
-                      reasons=reasons or ["The picture could not be analysed."], steps=steps)
+                      reasons=reasons or [Message(N_("The picture could not be analysed."))], steps=steps)
     tier, label, meaning, step = tier_for(reading, bank)
     steps.append(step)
     show_advice = (
@@ -386,10 +415,16 @@ def triage(
         and reading.risk != RISK_UNCLEAR
         and reading.confidence in rules.advice_confidence
     )
-    steps.append(
-        "Condition advice shown." if show_advice else
-        f"No condition advice (confidence '{reading.confidence}', "
-        f"{'reliable' if reading.reliable else 'unreliable'} ranking"
-        f"{', low quality' if low_quality else ''}; advice needs {', '.join(rules.advice_confidence) or 'nothing'})."
-    )
+    needs = ", ".join(rules.advice_confidence) or _("nothing")
+    if show_advice:
+        steps.append(_("Condition advice shown."))
+    elif low_quality:
+        steps.append(_("No condition advice (confidence '%(confidence)s', low quality; advice needs %(needs)s).",
+                       confidence=reading.confidence, needs=needs))
+    elif reading.reliable:
+        steps.append(_("No condition advice (confidence '%(confidence)s', reliable ranking; advice needs %(needs)s).",
+                       confidence=reading.confidence, needs=needs))
+    else:
+        steps.append(_("No condition advice (confidence '%(confidence)s', unreliable ranking; advice needs %(needs)s).",
+                       confidence=reading.confidence, needs=needs))
     return Triage(not low_quality, tier, label, meaning, show_advice, low_quality, reasons, steps)

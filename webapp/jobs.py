@@ -16,7 +16,10 @@ from functools import partial
 from typing import Any, Callable
 
 from flask import Flask, current_app
+from flask_babel import gettext
 from PIL import Image
+
+from .i18n import N_, Message, translate
 
 from .images import open_clean
 from .interfaces import ClinicalApp
@@ -32,16 +35,31 @@ log = logging.getLogger(__name__)
 
 
 class NotReady(Exception):
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
+    """The model cannot analyse yet; the words are made when a request shows them (its language)."""
+
+    def __init__(self, status):
+        super().__init__(str(status.message))
+        self.status = status
+
+    def _reason(self) -> str:
+        return " ".join(part for part in (translate(self.status.message), translate(self.status.advice)) if part)
+
+    @property
+    def message(self) -> str:
+        return gettext("Analysis is not available yet: %(reason)s", reason=self._reason())
+
+    @property
+    def live_message(self) -> str:
+        return gettext("Live scan is not available yet: %(reason)s", reason=self._reason())
 
 
 class WorkerTimeout(Exception):
-    message = "The analyser is busy with other work. Please try again in a moment."
+    @property
+    def message(self) -> str:
+        return gettext("The analyser is busy with other work. Please try again in a moment.")
 
 
-OVERDUE = "The analysis did not finish in time: the analyser working on it stopped. Please try again."
+OVERDUE = Message(N_("The analysis did not finish in time: the analyser working on it stopped. Please try again."))
 
 
 def init_app(app: Flask) -> None:
@@ -66,7 +84,7 @@ def ready_clinical_app(settings: dict) -> ClinicalApp:
     clinical_app = clinical_app_for(settings)
     status = current_app.extensions["privascan_models"].status(clinical_app.classifier)
     if not status.ready:
-        raise NotReady(f"Analysis is not available yet: {status.message} {status.advice}".strip())
+        raise NotReady(status)
     return clinical_app
 
 
@@ -114,6 +132,12 @@ def heatmap_overdue(data: SessionData, photo: Photo, condition_id: str) -> bool:
 def _set(photo: Photo, changes: dict) -> None:
     for name, value in changes.items():
         setattr(photo, name, value)
+
+
+def queue_positions(store_id: str, photo_ids) -> dict[str, int]:
+    """The queue places of several photos' analyses, all read at one moment (photo id -> 1-based place)."""
+    keys = {photo_job_key(store_id, photo_id): photo_id for photo_id in photo_ids}
+    return {keys[key]: place for key, place in _worker().positions(keys).items()}
 
 
 def queue_analysis(data: SessionData, photo: Photo, settings: dict, analyse_anyway: bool = False) -> int:
@@ -208,7 +232,8 @@ def _explain_stored_photo(app: Flask, store_id: str, photo_id: str, condition_id
 def _report_failure(update: Callable[..., Any]) -> None:
     incident = secrets.token_hex(4)
     log.exception("incident %s: analysis job failed", incident)
-    update(state="error", stage="", error=f"The analysis failed (incident {incident}). Please try again.")
+    update(state="error", stage="", error=Message(N_("The analysis failed (incident %(incident)s). Please try again."),
+                                                  incident=incident))
 
 
 # -- work a request waits for ----------------------------------------------------
@@ -259,5 +284,5 @@ def explain_live_crop(crop_jpeg: bytes, template_set_id: str | None, condition_i
 __all__ = [
     "NotReady", "QueueFull", "WorkerTimeout", "analyse_live_frame", "analyse_once", "clinical_app_for",
     "explain_live_crop", "heatmap_overdue", "init_app", "queue_analysis", "queue_extra_heatmap", "queue_position",
-    "ready_clinical_app", "settle_overdue",
+    "queue_positions", "ready_clinical_app", "settle_overdue",
 ]

@@ -18,6 +18,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from flask_babel import gettext as _
+
+from .i18n import number, percent
+
 import cv2
 import numpy as np
 
@@ -125,22 +129,28 @@ def compare(earlier, later, thresholds: ChangeThresholds = ChangeThresholds()) -
         asym = later["region"].asymmetry - earlier["region"].asymmetry
     change = Change(days, high_risk, distance, area, asym)
     if high_risk is not None and abs(high_risk) >= thresholds.high_risk_points:
+        words = dict(points=number(abs(high_risk) * 100), limit=number(thresholds.high_risk_points * 100))
         change.flags.append(
-            f"the high-risk score {'rose' if high_risk > 0 else 'fell'} by {abs(high_risk) * 100:.0f} points"
-            f" (flagged from {thresholds.high_risk_points * 100:.0f})"
+            _("the high-risk score rose by %(points)s points (flagged from %(limit)s)", **words) if high_risk > 0 else
+            _("the high-risk score fell by %(points)s points (flagged from %(limit)s)", **words)
         )
     if distance is not None and distance >= thresholds.embedding_distance:
-        change.flags.append(
-            f"the model sees the crops as different (embedding distance {distance:.2f}, flagged from "
-            f"{thresholds.embedding_distance:.2f})"
-        )
+        change.flags.append(_(
+            "the model sees the crops as different (embedding distance %(distance)s, flagged from %(limit)s)",
+            distance=number(distance, 2), limit=number(thresholds.embedding_distance, 2),
+        ))
     if area is not None and abs(area) >= thresholds.relative_area:
+        words = dict(change=percent(abs(area), 0), limit=percent(thresholds.relative_area, 0))
         change.flags.append(
-            f"the located region's relative size {'grew' if area > 0 else 'shrank'} by {abs(area) * 100:.0f} %"
-            f" (flagged from {thresholds.relative_area * 100:.0f} %; sizes are relative, see the note)"
+            _("the located region's relative size grew by %(change)s (flagged from %(limit)s; sizes are relative, "
+              "see the note)", **words) if area > 0 else
+            _("the located region's relative size shrank by %(change)s (flagged from %(limit)s; sizes are relative, "
+              "see the note)", **words)
         )
     if asym is not None and abs(asym) >= thresholds.asymmetry:
+        words = dict(change=number(abs(asym), 2), limit=number(thresholds.asymmetry, 2))
         change.flags.append(
-            f"its asymmetry {'rose' if asym > 0 else 'fell'} by {abs(asym):.2f} (flagged from {thresholds.asymmetry:.2f})"
+            _("its asymmetry rose by %(change)s (flagged from %(limit)s)", **words) if asym > 0 else
+            _("its asymmetry fell by %(change)s (flagged from %(limit)s)", **words)
         )
     return change

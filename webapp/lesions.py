@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from flask_babel import gettext as _
 
 from .body_sites import BodySite, body_site
 
@@ -74,7 +75,7 @@ class Suggestion:
 def clean_name(raw: str | None, fallback: str) -> str:
     name = _CONTROL.sub(" ", raw or "").strip()
     if len(name) > NAME_MAX:
-        raise LesionError(f"Please keep the lesion's name to {NAME_MAX} characters or fewer.")
+        raise LesionError(_("Please keep the lesion's name to %(limit)d characters or fewer.", limit=NAME_MAX))
     return name or fallback
 
 
@@ -82,7 +83,7 @@ def clean_site(raw: str | None) -> str:
     if not raw:
         return ""
     if body_site(raw) is None:
-        raise LesionError("That body site is not in the list. Please choose one from the menu.")
+        raise LesionError(_("That body site is not in the list. Please choose one from the menu."))
     return raw
 
 
@@ -94,7 +95,7 @@ def lesion_of(data, photo_id: str) -> Lesion | None:
 def get_lesion(data, lesion_id: str) -> Lesion:
     lesion = data.lesions.get(lesion_id) if data is not None else None
     if lesion is None:
-        raise LesionError("That lesion is not in your session (it may have been ungrouped, or your session ended).", 404)
+        raise LesionError(_("That lesion is not in your session (it may have been ungrouped, or your session ended)."), 404)
     return lesion
 
 
@@ -159,7 +160,7 @@ def _same_app(data, photo_ids, photo):
 def _photo(data, photo_id: str):
     photo = data.photos.get(photo_id)
     if photo is None:
-        raise LesionError("That photo is not in your session (it may have been deleted, or your session ended).", 404)
+        raise LesionError(_("That photo is not in your session (it may have been deleted, or your session ended)."), 404)
     return photo
 
 
@@ -177,7 +178,7 @@ def new_lesion(store, data, photo_ids: list[str], name: str | None = None, site_
         for photo_id in photo_ids:
             _photo(data, photo_id)
         site = clean_site(site_id)
-        lesion = Lesion(secrets.token_urlsafe(9), clean_name(name, f"Lesion {len(data.lesions) + 1}"), site)
+        lesion = Lesion(secrets.token_urlsafe(9), clean_name(name, _("Lesion %(number)d", number=len(data.lesions) + 1)), site)
         for photo_id in dict.fromkeys(photo_ids):
             _detach(data, photo_id)
             lesion.photo_ids.append(photo_id)
@@ -211,7 +212,7 @@ def ungroup(store, data, photo_id: str) -> Lesion | None:
         _photo(data, photo_id)
         lesion = lesion_of(data, photo_id)
         if lesion is None:
-            raise LesionError("That photo is not part of a lesion.", 409)
+            raise LesionError(_("That photo is not part of a lesion."), 409)
         _detach(data, photo_id)
         return lesion
 

@@ -36,16 +36,20 @@ import secrets
 import threading
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
+from flask_babel import gettext as _, ngettext
+
+from .i18n import percent
 from .interfaces import Condition, PromptBank
+from .interpret import group_names
 
 # Probabilities are float32 softmax outputs: a score this close to the
 # threshold counts as reaching it (as in webapp.interpret).
 EPSILON = 1e-9
 LOG_LIMIT = 500  # alerts kept per session; the oldest go first
 LOG_FIELDS = (
-    "number", "raised_at", "condition_id", "label", "score", "threshold",
+    "number", "raised_at", "time_zone", "condition_id", "label", "score", "threshold", "frames",
     "groups", "snomed_ct", "icd10", "explanation",
 )
 
@@ -177,30 +181,44 @@ class Alert:
     groups: tuple[str, ...]
     snomed_ct: str
     icd10: str
-    explanation: str
+    explanation: str  # in the language of the request that raised it (the exports keep it so)
+    frames: int = 0  # frames the average was taken over (fewer than the window just after Start)
 
     def as_dict(self) -> dict:
         record = asdict(self)
         record["groups"] = list(self.groups)
         return record
 
+    def worded_by(self, bank: PromptBank) -> "Alert":
+        """The alert in the words of ``bank`` (the page's language): its label and explanation made again from the codes and numbers."""
+        try:
+            condition = bank.condition(self.condition_id)
+        except KeyError:
+            return self
+        explanation = explain_alert(condition, self.score, self.threshold, self.frames) if self.frames else self.explanation
+        return replace(self, label=condition.label, explanation=explanation)
+
 
 def explain_alert(condition: Condition, score: float, threshold: float, frames: int) -> str:
     """A plain-language explanation from the bank's own words and codes (no language model)."""
+    # Made while the frame's request is answered: in that request's language (the bank is localized too).
     codes = [f"SNOMED CT {condition.snomed_ct}" if condition.snomed_ct else "",
              f"ICD-10 {condition.icd10}" if condition.icd10 else ""]
     codes = [code for code in codes if code]
-    groups = ", ".join(condition.groups)
-    text = (
-        f"The camera view matched {condition.label} with an average score of {score:.1%} over the last "
-        f"{frames} frame{'s' if frames != 1 else ''}, at or above this session's alert threshold of {threshold:.1%}"
+    words = dict(condition=condition.label, score=percent(score), threshold=percent(threshold))
+    text = ngettext(
+        "The camera view matched %(condition)s with an average score of %(score)s over the last frame, "
+        "at or above this session's alert threshold of %(threshold)s",
+        "The camera view matched %(condition)s with an average score of %(score)s over the last %(num)d frames, "
+        "at or above this session's alert threshold of %(threshold)s",
+        frames, **words,
     )
-    text += f" (group: {groups})." if groups else "."
+    text += (" " + _("(group: %(groups)s).", groups=group_names(condition.groups))) if condition.groups else "."
     if condition.summary:
         text += " " + " ".join(condition.summary.split())
     if codes:
-        text += " Codes: " + ", ".join(codes) + "."
-    return text + " This is a triage aid, not a diagnosis."
+        text += " " + _("Codes: %(codes)s.", codes=", ".join(codes))
+    return text + " " + _("This is a triage aid, not a diagnosis.")
 
 
 def _now() -> dt.datetime:
@@ -272,6 +290,7 @@ class LiveState:
             for condition_id in raised:
                 condition = bank.condition(condition_id)
                 score = self.tracker.smoothed(condition_id)
+                frames = len(self.tracker.track(condition_id).recent)
                 self._numbers += 1
                 alert = Alert(
                     number=self._numbers,
@@ -283,9 +302,8 @@ class LiveState:
                     groups=tuple(condition.groups),
                     snomed_ct=condition.snomed_ct,
                     icd10=condition.icd10,
-                    explanation=explain_alert(
-                        condition, score, float(thresholds[condition_id]), len(self.tracker.track(condition_id).recent)
-                    ),
+                    explanation=explain_alert(condition, score, float(thresholds[condition_id]), frames),
+                    frames=frames,
                 )
                 self.active_alerts[condition_id] = alert
                 self.log.append(alert)
@@ -326,8 +344,18 @@ class LiveState:
             return self.tracker.smoothed(condition_id)
 
 
-def log_json(alerts: Iterable[Alert]) -> list[dict]:
-    return [alert.as_dict() for alert in alerts]
+def _on_clock(record: dict, zone: dt.tzinfo | None) -> dict:
+    """``raised_at`` on the reader's clock (``zone``), with the zone named; the server's offset if none is given."""
+    moment = dt.datetime.fromisoformat(record["raised_at"])
+    if zone is not None:
+        moment = moment.astimezone(zone)
+    record["raised_at"] = moment.isoformat(timespec="seconds")
+    record["time_zone"] = getattr(moment.tzinfo, "key", None) or moment.tzname() or ""
+    return record
+
+
+def log_json(alerts: Iterable[Alert], zone: dt.tzinfo | None = None) -> list[dict]:
+    return [_on_clock(alert.as_dict(), zone) for alert in alerts]
 
 
 def _cell(value) -> str:
@@ -336,11 +364,11 @@ def _cell(value) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@") else text
 
 
-def log_csv(alerts: Iterable[Alert]) -> str:
+def log_csv(alerts: Iterable[Alert], zone: dt.tzinfo | None = None) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(LOG_FIELDS)
     for alert in alerts:
-        record = alert.as_dict()
+        record = _on_clock(alert.as_dict(), zone)
         writer.writerow([_cell(record[name]) for name in LOG_FIELDS])
     return buffer.getvalue()

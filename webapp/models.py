@@ -13,20 +13,34 @@ import threading
 import time
 from dataclasses import dataclass
 
+from .i18n import N_, Message
 from .interfaces import ExpectsBanks, LoadsAtStartup, ModelUnavailable, PreparesBanks, ReleasesTextTower
 from .plugins import Registry
 
 log = logging.getLogger(__name__)
 
+READY = Message(N_("Photos can be analysed."))
+
 
 @dataclass
 class ModelStatus:
     state: str = "waiting"  # waiting, loading, ready, unavailable
-    message: str = "Waiting to load the model."
+    # Messages (made on the loader thread, shown in each reader's language).
+    message: str = Message(N_("Starting up: the model will begin loading in a moment."))
     advice: str = ""
     seconds: float = 0.0
     # Work still running after "ready" (other banks' descriptions): the status line keeps polling.
     background: str = ""
+    # The model's technical description (architecture, copy, device), behind "Technical details".
+    detail: str = ""
+    # Progress while loading: step of steps (weights, then each picture kind needed first), since when.
+    step: int = 0
+    steps: int = 0
+    started_at: float = 0.0
+
+    @property
+    def elapsed(self) -> int:
+        return int(time.time() - self.started_at) if self.started_at else 0
 
     @property
     def ready(self) -> bool:
@@ -43,7 +57,7 @@ class ModelManager:
 
     def status(self, classifier_name: str) -> ModelStatus:
         with self._lock:
-            return self._status.get(classifier_name, ModelStatus("unavailable", "No classifier is configured."))
+            return self._status.get(classifier_name, ModelStatus("unavailable", Message(N_("No classifier is configured."))))
 
     def start(self) -> None:
         """Load in the background; returns immediately."""
@@ -60,6 +74,8 @@ class ModelManager:
         # at start-up: some (matplotlib under pytorch-grad-cam, ultralytics)
         # create cache folders on first import, which must not happen while
         # a user's photo is being handled.
+        for name in self.registry.classifiers:
+            self._set(name, message=Message(N_("Starting up: loading the image libraries before the model…")), started_at=time.time())
         for part in [*self.registry.detectors.values(), *self.registry.explainers.values()]:
             if isinstance(part, LoadsAtStartup):
                 try:
@@ -77,9 +93,10 @@ class ModelManager:
 
     def _load(self, name: str, classifier) -> None:
         started = time.perf_counter()
-        self._set(name, state="loading", message="Loading the model weights…", advice="")
+        pairs = self.pairs_default_first(name)
+        self._set(name, state="loading", message=Message(N_("Loading the model (step 1: reading its weights)…")), advice="",
+                  step=1, steps=1 + (1 if isinstance(classifier, PreparesBanks) and pairs else 0), started_at=time.time())
         try:
-            pairs = self.pairs_default_first(name)
             if isinstance(classifier, ExpectsBanks) and isinstance(classifier, PreparesBanks):
                 # With every pair's embeddings in the cache the text tower is never loaded,
                 # and each prepare() below only finds what load() read.
@@ -91,11 +108,14 @@ class ModelManager:
                 # two); the rest are prepared while people already work. A request
                 # for one not prepared yet computes it on demand (the classifier
                 # serialises that with its own lock).
-                self._set(name, message=f"Preparing condition descriptions (1 of {len(pairs)})…")
+                self._set(name, step=2, message=Message(N_("Loading the model (step 2: learning the conditions' descriptions)…")))
                 classifier.prepare(*pairs[0])
-                self._set(name, state="ready", message=f"{classifier.describe()}.", seconds=time.perf_counter() - started)
+                self._set(name, state="ready", message=READY, detail=_described(classifier),
+                          seconds=time.perf_counter() - started)
                 for index, (bank, template_set) in enumerate(pairs[1:], start=2):
-                    self._set(name, background=f"Preparing the other picture kinds ({index} of {len(pairs)})…")
+                    self._set(name, background=Message(N_("Getting the other kinds of picture ready too (%(index)d of "
+                                                          "%(total)d); until then, choosing one of them takes a minute longer."),
+                                                       index=index, total=len(pairs)))
                     classifier.prepare(bank, template_set)
             if isinstance(classifier, ReleasesTextTower):
                 classifier.release_text_tower()
@@ -107,14 +127,15 @@ class ModelManager:
             self._set(
                 name,
                 state="unavailable",
-                message=f"The model could not be loaded ({type(exc).__name__}).",
-                advice="See the server log for details.",
+                message=Message(N_("The model could not be loaded (%(error)s)."), error=type(exc).__name__),
+                advice=Message(N_("See the server log for details.")),
             )
             return
         self._set(
             name,
             state="ready",
-            message=f"{classifier.describe()}.",
+            message=READY,
+            detail=_described(classifier),
             background="",
             seconds=time.perf_counter() - started,
         )
@@ -130,3 +151,8 @@ class ModelManager:
                 if (bank, template_set) not in pairs:
                     pairs.append((bank, template_set))
         return pairs
+
+
+def _described(classifier) -> str:
+    """The classifier's own one-line description (a Message when it gives one) as the status line's sentence."""
+    return Message(N_("%(model)s."), model=classifier.describe())

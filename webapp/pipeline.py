@@ -16,10 +16,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from flask_babel import gettext
 from PIL import Image
 
 from .calibration import calibrated_scores
 from .cropping import square_crop
+from .i18n import N_, Message
 from .images import MIN_ANALYSABLE_SIDE, encode_jpeg, open_clean
 from .interfaces import CANT_ASSESS, Box, ClinicalApp, Detection, PromptBank, Scores, TemplateSet
 from .interpret import Triage, interpret, triage
@@ -28,6 +30,18 @@ from .quality import QualityReport, assess_quality
 from .render import heatmap_overlay_png
 from .scope import ScopeVerdict, judge_scope
 from .skin_tone import SkinTone, estimate_skin_tone
+
+
+# The stages' names in the timings table (their ids are the timings' keys).
+STAGE_NAMES = {
+    "localize": N_("localize"), "crop": N_("crop"), "quality": N_("quality"), "encode": N_("encode"),
+    "classify": N_("classify"), "classify_and_explain": N_("classify and explain"), "adapter": N_("adapter"),
+    "render": N_("render"), "decode": N_("decode"), "waiting": N_("waiting"), "server": N_("server"),
+}
+
+
+def stage_name(stage: str) -> str:
+    return gettext(STAGE_NAMES[stage]) if stage in STAGE_NAMES else stage.replace("_", " ")
 
 
 def resolve_template_set(bank: PromptBank, template_set_id: str | None) -> TemplateSet:
@@ -166,35 +180,38 @@ def analyse_image(
     result = AnalysisResult(clinical_app.name, template_set.id, image.size, None, None, None)
 
     if min(image.size) < MIN_ANALYSABLE_SIDE:
-        result.notes.append(
-            f"This photo is only {image.width}x{image.height} pixels; at least {MIN_ANALYSABLE_SIDE} pixels "
-            "per side are needed to analyse it. Please take a closer, sharper photo."
-        )
+        result.notes.append(Message(
+            N_("This photo is only %(width)dx%(height)d pixels; at least %(minimum)d pixels per side are needed to "
+               "analyse it. Please take a closer, sharper photo."),
+            width=image.width, height=image.height, minimum=MIN_ANALYSABLE_SIDE,
+        ))
         result.triage = triage(None, bank)
         result.triage.reasons = list(result.notes)
         return result
 
+    # Sentences made here are Messages: the card shows them in its reader's language.
+    subject = Message(clinical_app.subject)
     detection = None
     if clinical_app.detector:
         result.detector_name = clinical_app.detector
-        with clock.stage("localize", f"finding the {clinical_app.subject}"):
+        with clock.stage("localize", Message(N_("finding the %(subject)s"), subject=subject)):
             detection = registry.detectors[clinical_app.detector].locate(image)
         if detection is None:
-            result.notes.append(
-                f"No {clinical_app.subject} could be located, so the whole photo was analysed. "
-                "Treat this result with extra caution: it may not describe any particular spot."
-            )
+            result.notes.append(Message(
+                N_("No %(subject)s could be located, so the whole photo was analysed. Treat this result with extra "
+                   "caution: it may not describe any particular spot."), subject=subject,
+            ))
     result.detection = detection
 
     input_size = crop_size(clinical_app, registry)
-    with clock.stage("crop", "cropping"):
+    with clock.stage("crop", Message(N_("cropping"))):
         crop, region = square_crop(image, detection.box if detection else None, size=input_size)
     result.crop_region = region
 
-    with clock.stage("quality", "checking the picture"):
+    with clock.stage("quality", Message(N_("checking the picture"))):
         result.quality, result.skin_tone = check_picture(image, bank, detection, region, input_size)
     if not result.quality.passed and not analyse_anyway:
-        with clock.stage("encode", "finishing"):
+        with clock.stage("encode", Message(N_("finishing"))):
             result.crop_jpeg = encode_jpeg(crop, quality=90)  # the card shows what was judged
         result.triage = triage(None, bank, result.quality)
         result.timings = clock.timings
@@ -204,7 +221,7 @@ def analyse_image(
     classifier = registry.classifiers[clinical_app.classifier]
     explainer = registry.explainers.get(clinical_app.explainer) if (explain and clinical_app.explainer) else None
     if explainer is not None:
-        with clock.stage("classify_and_explain", "classifying and explaining"):
+        with clock.stage("classify_and_explain", Message(N_("classifying and explaining"))):
             explanation = _explain(explainer, classifier, crop, bank, template_set, None, adapter)
         result.scores = explanation.scores
         result.zero_shot_scores = explanation.zero_shot_scores
@@ -212,18 +229,18 @@ def analyse_image(
             # An explainer that cannot explain an adapter: its heatmap and scores are zero-shot,
             # and the adapter scores the same crop from a second vision pass.
             result.zero_shot_scores = explanation.scores
-            with clock.stage("adapter", "scoring with the clinic's adapter"):
+            with clock.stage("adapter", Message(N_("scoring with the clinic's adapter"))):
                 result.scores = _adapter_scores(classifier, crop, adapter)
         result.heatmap_condition_id = explanation.condition_id
-        with clock.stage("render", "drawing the heatmap"):
+        with clock.stage("render", Message(N_("drawing the heatmap"))):
             result.heatmap_png = heatmap_overlay_png(crop, explanation.heatmap)
     elif adapter is not None:
-        with clock.stage("classify", "classifying"):
+        with clock.stage("classify", Message(N_("classifying"))):
             features = classifier.embed_crops([crop])
             result.zero_shot_scores = classifier.scores_from_embeddings(features, bank, template_set)[0]
             result.scores = adapter.scores(_numpy(features))[0]
     else:
-        with clock.stage("classify", "classifying"):
+        with clock.stage("classify", Message(N_("classifying"))):
             result.scores = classifier.classify(crop, bank, template_set)
     result.adapter = adapter.as_dict() if adapter is not None else None
 
@@ -237,7 +254,7 @@ def analyse_image(
         result.scores = calibrated_scores(result.scores, bank.temperature)
         result.calibrated = True
 
-    with clock.stage("encode", "finishing"):
+    with clock.stage("encode", Message(N_("finishing"))):
         result.crop_jpeg = encode_jpeg(crop, quality=90)
     if result.scores is not None:
         result.triage = read(result, bank).triage
@@ -390,6 +407,7 @@ def _read_scores(result: AnalysisResult, bank, rules=None, use_adapter: bool = T
         reading = dataclasses.replace(
             reading,
             confidence=fallback,
-            steps=[*reading.steps, f"Nothing was located in the photo, so the confidence is reported as '{fallback}'."],
+            steps=[*reading.steps, gettext("Nothing was located in the photo, so the confidence is reported as "
+                                           "'%(confidence)s'.", confidence=fallback)],
         )
     return reading

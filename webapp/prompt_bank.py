@@ -9,6 +9,7 @@ start-up, so a broken bank never reaches a patient's result.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import string
 import tomllib
@@ -30,6 +31,8 @@ from .quality import parse_quality_limits
 
 # Ids end up in URLs, HTML attributes and cache keys.
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# A language code as the translations tables name them: "es", "pt_BR".
+_LANGUAGE_PATTERN = re.compile(r"^[a-z]{2,3}(_[A-Z]{2})?$")
 # ICD-10 and ICD-10-CM: letter, two characters, optional dot and up to four more.
 _ICD10_PATTERN = re.compile(r"^[A-Z][0-9][0-9A-Z](\.[0-9A-Z]{1,4})?$")
 
@@ -100,9 +103,13 @@ def parse_prompt_bank(data: dict[str, Any], source: str = "bank", content: bytes
     quality = parse_quality_limits(data.get("quality"), errors)
     scope = _parse_scope(data.get("scope"), errors)
     triage = _parse_triage(data.get("triage"), rules, errors)
+    translations = parse_translations(data.get("translations"), {"title"}, "bank", errors)
     if errors:
         raise PromptBankError(f"{source}: " + "; ".join(errors))
-    digest = hashlib.sha256(content if content is not None else repr(data).encode()).hexdigest()[:16]
+    # The hash names what the model sees, so translations (words for people only) leave it alone:
+    # adding a language never invalidates cached text embeddings or a clinic's adapter.
+    canonical = json.dumps(_without_translations(data), sort_keys=True, ensure_ascii=False, default=str)
+    digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
     return PromptBank(
         name=name,
         title=str(data.get("title", name)),
@@ -114,7 +121,54 @@ def parse_prompt_bank(data: dict[str, Any], source: str = "bank", content: bytes
         quality=quality,
         scope=scope,
         triage=triage,
+        translations=translations,
     )
+
+
+def _without_translations(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _without_translations(item) for key, item in value.items() if key != "translations"}
+    if isinstance(value, list):
+        return [_without_translations(item) for item in value]
+    return value
+
+
+def parse_translations(raw: Any, allowed: set[str], where: str, errors: list[str]) -> dict[str, dict[str, str]]:
+    """A ``translations`` table: language code -> {key: text}, keys from ``allowed``.
+
+    A translation may leave a key out (the English stays); a key it gives must
+    be a non-empty string. Whitespace is normalised like the English texts'.
+    """
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        errors.append(f"{where}: translations must be a table of language codes, e.g. [....translations.es]")
+        return {}
+    parsed: dict[str, dict[str, str]] = {}
+    for code, entry in raw.items():
+        if not _LANGUAGE_PATTERN.match(code):
+            errors.append(f"{where}: translations: {code!r} is not a language code (e.g. es, pt_BR)")
+            continue
+        if not isinstance(entry, dict):
+            errors.append(f"{where}: translations.{code} must be a table")
+            continue
+        unknown = sorted(set(entry) - allowed)
+        if unknown:
+            errors.append(f"{where}: translations.{code}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(allowed))})")
+        texts = {}
+        for key in sorted(set(entry) & allowed):
+            value = entry[key]
+            if isinstance(value, dict):  # a mapping of words (confidence labels)
+                if not all(isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in value.items()):
+                    errors.append(f"{where}: translations.{code}.{key} must map words to non-empty strings")
+                    continue
+                texts[key] = {k: " ".join(v.split()) for k, v in value.items()}
+            elif not isinstance(value, str) or not value.strip():
+                errors.append(f"{where}: translations.{code}.{key} must be a non-empty string")
+            else:
+                texts[key] = " ".join(value.split())
+        parsed[code] = texts
+    return parsed
 
 
 def _is_number(value: Any) -> bool:
@@ -219,6 +273,7 @@ def _parse_conditions(raw: Any, errors: list[str]) -> list[Condition]:
                 icd10=codes["icd10"],
                 summary=summary.strip(),
                 alert_threshold=float(threshold),
+                translations=parse_translations(entry.get("translations"), {"label", "summary"}, where, errors),
             )
         )
     return conditions
@@ -263,7 +318,10 @@ def _parse_template_sets(raw: Any, errors: list[str]) -> list[TemplateSet]:
                 errors.append(f"{where}: template {template!r} {problem}")
         if len(set(t for t in templates if isinstance(t, str))) != len(templates):
             errors.append(f"{where}: the same template is listed twice")
-        template_sets.append(TemplateSet(id=set_id, label=str(entry.get("label", set_id)), templates=tuple(templates)))
+        template_sets.append(TemplateSet(
+            id=set_id, label=str(entry.get("label", set_id)), templates=tuple(templates),
+            translations=parse_translations(entry.get("translations"), {"label"}, where, errors),
+        ))
     return template_sets
 
 
@@ -358,7 +416,22 @@ def _parse_rules(raw: Any, group_tags: tuple[str, ...], errors: list[str]) -> In
         unclear_margin=number("unclear_margin"),
         confidence_levels=parsed_levels,
         fallback_confidence=fallback.strip(),
+        translations=_confidence_translations(raw.get("translations"), parsed_levels, fallback.strip(), errors),
     )
+
+
+def _confidence_translations(raw: Any, levels, fallback: str, errors: list[str]) -> dict[str, dict[str, str]]:
+    """``[rules.translations.<code>.confidence_labels]``: each English confidence label -> its translation."""
+    parsed = parse_translations(raw, {"confidence_labels"}, "rules", errors)
+    known = {level.label for level in levels} | {fallback}
+    result = {}
+    for code, entry in parsed.items():
+        labels = entry.get("confidence_labels", {})
+        unknown = sorted(set(labels) - known)
+        if unknown:
+            errors.append(f"rules: translations.{code}.confidence_labels: {', '.join(unknown)} are not confidence labels")
+        result[code] = {label: text for label, text in labels.items() if label in known}
+    return result
 
 
 RISKS = ("high", "moderate", "low", "unclear")
@@ -387,10 +460,11 @@ def _parse_scope(raw: Any, errors: list[str]) -> ScopeRules:
     if not _is_number(min_score) or not 0.0 < float(min_score) < 1.0:
         errors.append(f"scope: min_score {min_score!r} must be a number between 0 and 1")
         min_score = 0.5
-    unknown = sorted(set(raw) - {"subject", "in_scope", "out_of_scope", "min_score"})
+    unknown = sorted(set(raw) - {"subject", "in_scope", "out_of_scope", "min_score", "translations"})
     if unknown:
         errors.append(f"scope: unknown key(s) {', '.join(unknown)}")
-    return ScopeRules(subject.strip(), lists["in_scope"], lists["out_of_scope"], float(min_score))
+    translations = parse_translations(raw.get("translations"), {"subject"}, "scope", errors)
+    return ScopeRules(subject.strip(), lists["in_scope"], lists["out_of_scope"], float(min_score), translations)
 
 
 def _parse_triage(raw: Any, rules: InterpretationRules, errors: list[str]) -> TriageRules:
@@ -432,7 +506,8 @@ def _parse_triage(raw: Any, rules: InterpretationRules, errors: list[str]) -> Tr
         if not isinstance(reliable, bool):
             errors.append(f"{where}: requires_reliable must be true or false")
             reliable = False
-        tiers.append(TierRule(tier_id, label.strip(), " ".join(meaning.split()), tuple(risks), float(floor), reliable))
+        tiers.append(TierRule(tier_id, label.strip(), " ".join(meaning.split()), tuple(risks), float(floor), reliable,
+                              parse_translations(entry.get("translations"), {"label", "meaning"}, where, errors)))
     # An id may have several rules (first match wins), but always the same label.
     labels: dict[str, str] = {}
     for tier in tiers:
@@ -466,5 +541,6 @@ def _parse_triage(raw: Any, rules: InterpretationRules, errors: list[str]) -> Tr
         tiers=tuple(tiers),
         advice_confidence=tuple(advice),
         skin_tone_caution_bands=tuple(bands),
+        translations=parse_translations(raw.get("translations"), set(texts), "triage", errors),
         **texts,
     )

@@ -29,8 +29,8 @@ The checks, and why each exists:
   (the colourfulness metric of Hasler and Suesstrunk, 2003). It is also the
   deterministic backstop of the scope gate.
 
-This module imports nothing else of the app, so the bank parser can use its
-dataclasses.
+This module imports nothing else of the app but ``webapp.i18n`` (which imports
+none), so the bank parser can use its dataclasses.
 """
 
 from __future__ import annotations
@@ -41,22 +41,40 @@ from typing import Any
 
 import cv2
 import numpy as np
+from flask_babel import gettext
 from PIL import Image
+
+from .i18n import N_, Message, Translated
 
 # Grey levels at or beyond which a pixel counts as clipped (8-bit luminance).
 CLIP_DARK = 5
 CLIP_BRIGHT = 250
 
 DEFAULT_HINTS = {
-    "sharpness": "Too blurred: hold the camera still, tap the screen to focus on the spot and take the photo again.",
-    "noise": "Too grainy: this usually means too little light. Move to daylight or switch on a lamp.",
-    "exposure_dark": "Too dark: move to daylight or switch on a lamp, and avoid your own shadow.",
-    "exposure_bright": "Too bright: avoid direct sunlight or the flash glare, or step back from the lamp.",
-    "clipping": "Part of the picture is pure black or blown-out white: even out the light and retake it.",
-    "resolution": "Too small or too far away: move closer (keep it in focus) or send the original, full-size photo.",
-    "framing": "The spot is cut off by the edge of the photo: step back or centre it, with some skin around it.",
-    "colour": "This is not a colour photo: take a colour photograph (no filter, no black-and-white mode).",
+    "sharpness": N_("Too blurred: hold the camera still, tap the screen to focus on the spot and take the photo again."),
+    "noise": N_("Too grainy: this usually means too little light. Move to daylight or switch on a lamp."),
+    "exposure_dark": N_("Too dark: move to daylight or switch on a lamp, and avoid your own shadow."),
+    "exposure_bright": N_("Too bright: avoid direct sunlight or the flash glare, or step back from the lamp."),
+    "clipping": N_("Part of the picture is pure black or blown-out white: even out the light and retake it."),
+    "resolution": N_("Too small or too far away: move closer (keep it in focus) or send the original, full-size photo."),
+    "framing": N_("The spot is cut off by the edge of the photo: step back or centre it, with some skin around it."),
+    "colour": N_("This is not a colour photo: take a colour photograph (no filter, no black-and-white mode)."),
 }
+# The checks' names in a sentence or a table.
+CHECK_NAMES = {
+    "sharpness": N_("sharpness"), "noise": N_("noise"), "exposure_dark": N_("exposure, dark limit"),
+    "exposure_bright": N_("exposure, bright limit"), "clipping": N_("clipping"), "resolution": N_("resolution"),
+    "framing": N_("framing"), "colour": N_("colour"),
+}
+
+
+def check_name(name: str) -> str:
+    """One check's name in the request's language."""
+    return gettext(CHECK_NAMES[name]) if name in CHECK_NAMES else name.replace("_", " ")
+
+
+def check_names(checks) -> str:
+    return ", ".join(check_name(check.name) for check in checks)
 
 
 @dataclass(frozen=True)
@@ -74,12 +92,19 @@ class QualityLimits:
     min_colourfulness: float = 8.0  # for colour = "colour"
     max_colourfulness: float = 6.0  # for colour = "greyscale"
     hints: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_HINTS))
+    # The bank's translations of its own hints: code -> {check name: advice}.
+    translations: dict = field(default_factory=dict, compare=False, repr=False)
 
     def hint(self, name: str) -> str:
-        return self.hints.get(name) or DEFAULT_HINTS[name]
+        """The retake advice, as a str that a page shows in its own language (webapp/i18n.py)."""
+        text = self.hints.get(name) or DEFAULT_HINTS[name]
+        if text == DEFAULT_HINTS.get(name):
+            return Message(text)
+        return Translated(text, {code: words["hints"][name] for code, words in self.translations.items()
+                                 if name in words.get("hints", {})})
 
 
-NUMERIC_LIMITS = tuple(f.name for f in fields(QualityLimits) if f.name not in {"colour", "hints"})
+NUMERIC_LIMITS = tuple(f.name for f in fields(QualityLimits) if f.name not in {"colour", "hints", "translations"})
 COLOUR_MODES = ("colour", "greyscale", "any")
 
 
@@ -91,7 +116,7 @@ def parse_quality_limits(raw: Any, errors: list[str]) -> QualityLimits:
     if not isinstance(raw, dict):
         errors.append("quality: [quality] must be a table")
         return defaults
-    known = set(NUMERIC_LIMITS) | {"colour", "hints"}
+    known = set(NUMERIC_LIMITS) | {"colour", "hints", "translations"}
     for key in sorted(set(raw) - known):
         errors.append(f"quality: unknown key {key!r} (known: {', '.join(sorted(known))})")
     values: dict[str, Any] = {}
@@ -119,7 +144,20 @@ def parse_quality_limits(raw: Any, errors: list[str]) -> QualityLimits:
             errors.append(f"quality: hint for {name!r} must be a non-empty string")
         else:
             hints[name] = text.strip()
-    limits = replace(defaults, colour=colour, hints=hints, **values)
+    translations = {}
+    raw_translations = raw.get("translations", {})
+    if not isinstance(raw_translations, dict):
+        errors.append("quality: translations must be a table of language codes")
+        raw_translations = {}
+    for code, entry in raw_translations.items():
+        texts = entry.get("hints") if isinstance(entry, dict) else None
+        if not isinstance(texts, dict) or set(entry) != {"hints"} or not all(
+            name in DEFAULT_HINTS and isinstance(text, str) and text.strip() for name, text in texts.items()
+        ):
+            errors.append(f"quality: translations.{code} must hold only hints = {{check name = \"advice\"}}")
+            continue
+        translations[code] = {"hints": {name: " ".join(text.split()) for name, text in texts.items()}}
+    limits = replace(defaults, colour=colour, hints=hints, translations=translations, **values)
     if limits.min_mean_luminance >= limits.max_mean_luminance:
         errors.append("quality: min_mean_luminance must be below max_mean_luminance")
     return limits

@@ -21,8 +21,10 @@ from flask import Flask, request
 from flask_limiter import Limiter, RateLimitExceeded
 from flask_limiter.util import get_remote_address
 
-TOO_MANY = ("Too many requests from your address in a short time, so this one was not handled. "
-            "Please wait a moment and try again.")
+from .i18n import N_, Message
+
+TOO_MANY = Message(N_("Too many requests from your address in a short time, so this one was not handled. "
+                      "Please wait a moment and try again."))
 # Endpoints that decode or analyse an image: the expensive ones.
 IMAGE_ENDPOINTS = ("photos.upload", "api.analyse")
 

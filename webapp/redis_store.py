@@ -41,13 +41,14 @@ from typing import Any, Callable
 
 import redis
 
+from .i18n import N_, Message
 from .session_crypto import CannotOpen, new_key, seal, unseal
 from .store import Photo, SessionData, StoreFull, _megabytes
 
 PREFIX = "privascan:"
 INDEX_KEY = PREFIX + "sessions"  # sorted set: session id -> expiry time
-BUSY = "The server is serving as many people as it can. Please try again in a few minutes."
-MEMORY_FULL = "The server's memory for photos is full right now. Please try again in a few minutes."
+BUSY = Message(N_("The server is serving as many people as it can. Please try again in a few minutes."))
+MEMORY_FULL = Message(N_("The server's memory for photos is full right now. Please try again in a few minutes."))
 META_FIELDS = ("id", "digest", "name", "width", "height", "taken_on", "date_source", "added_at", "state", "stage", "error",
                "source_digest")
 
@@ -82,7 +83,7 @@ return 1
 
 KEY_CHECK = b"privascan session key check"
 LESIONS_FIELD = "lesions"
-ENDED = "Your session ended. Please reload the page."
+ENDED = Message(N_("Your session ended. Please reload the page."))
 
 
 def _pickle(value) -> bytes:
@@ -343,19 +344,19 @@ class RedisSessionStore:
     # -- photos ---------------------------------------------------------------
     def add_photo(self, data: SessionData, photo: Photo) -> None:
         if len(data.photos) >= self.max_photos:
-            raise StoreFull(f"This session already holds {self.max_photos} photos, the most allowed. Delete some first.")
+            raise StoreFull(Message(N_("This session already holds %(limit)d photos, the most allowed. Delete some first."), limit=self.max_photos))
         size = len(photo.jpeg) + len(photo.thumbnail)
         with self._reserved_lock:
             others_in_flight = self._reserved.get(data.id, 0)
         if self.session_bytes(data.id) + others_in_flight + size > self.max_bytes:
-            raise StoreFull("This session's photos have reached the memory allowed. Delete some first.")
+            raise StoreFull(Message(N_("This session's photos have reached the memory allowed. Delete some first.")))
         meta = {name: getattr(photo, name) for name in META_FIELDS}
         values = {f"photo:{photo.id}:meta": _pickle(meta), f"photo:{photo.id}:jpeg": photo.jpeg,
                   f"photo:{photo.id}:thumb": photo.thumbnail}
         if photo.result is not None:
             values[f"photo:{photo.id}:result"] = _pickle(photo.result)
         if not self._write(data.id, data.secret, values):
-            raise StoreFull("Your session ended before the photo could be added. Please reload the page.", 410)
+            raise StoreFull(Message(N_("Your session ended before the photo could be added. Please reload the page.")), 410)
         data.photos[photo.id] = _unloaded_photo(meta)._bind(self, data.id, data.secret)
 
     def find_duplicate(self, data: SessionData, digest: str) -> Photo | None:

@@ -302,6 +302,21 @@ class RemoteWorker:
                 return rank + 1
         return None
 
+    def positions(self, keys) -> dict:
+        """``position`` for several jobs in one MULTI, so the places come from the same moment."""
+        keys = list(keys)
+        with self.client.pipeline(transaction=True) as pipe:
+            for key in keys:
+                for queue in QUEUES:
+                    pipe.zrank(_queue_set(queue), self.member(key))
+            ranks = pipe.execute()
+        places = {}
+        for index, key in enumerate(keys):
+            found = [rank for rank in ranks[index * len(QUEUES):(index + 1) * len(QUEUES)] if rank is not None]
+            if found:
+                places[key] = found[0] + 1
+        return places
+
     def pending(self) -> int:
         return sum(int(self.client.zcard(_queue_set(queue))) for queue in QUEUES)
 

@@ -15,12 +15,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from flask_babel import gettext as _
+
+from .i18n import N_, number, translate
+from .quality import check_names
+
 # Worst first. "Unclear" ranks right after high: high-risk conditions could not be ruled out.
 RISK_TIERS = {
-    "high": ("High concern", "▲"),
-    "unclear": ("Unclear", "?"),
-    "moderate": ("Moderate concern", "◆"),
-    "low": ("Low concern", "●"),
+    "high": (N_("High concern"), "▲"),
+    "unclear": (N_("Unclear"), "?"),
+    "moderate": (N_("Moderate concern"), "◆"),
+    "low": (N_("Low concern"), "●"),
 }
 CANT_ASSESS = "cant_assess"
 NOT_ANALYSED = "not_analysed"
@@ -61,21 +66,22 @@ def tier_of(reading, bank, analysed: bool) -> Tier:
         icon = "?" if triage.tier == CANT_ASSESS else ("▲" if rank == 0 else "◆" if rank == 1 else "●")
         return Tier(triage.tier, triage.tier_label, rank, icon, triage.tier_meaning)
     if not analysed or reading is None:
-        return Tier(CANT_ASSESS, "Can't assess", len(RISK_TIERS), "?", "The photo could not be analysed.")
+        return Tier(CANT_ASSESS, bank.triage.cant_assess_label, len(RISK_TIERS), "?", _("The photo could not be analysed."))
     label, icon = RISK_TIERS.get(reading.risk, RISK_TIERS["unclear"])
-    return Tier(reading.risk, label, list(RISK_TIERS).index(reading.risk) if reading.risk in RISK_TIERS else 1, icon,
+    return Tier(reading.risk, _(label), list(RISK_TIERS).index(reading.risk) if reading.risk in RISK_TIERS else 1, icon,
                 reading.risk_reason)
 
 
 def not_analysed_summary(state: str) -> ResultSummary:
-    words = {"new": "Not analysed yet", "queued": "Queued", "running": "Being analysed", "error": "Analysis failed"}
-    return ResultSummary(Tier(NOT_ANALYSED, words.get(state, "Not analysed yet"), 99, "●"), analysed=False)
+    words = {"new": N_("Not analysed yet"), "queued": N_("Queued"), "running": N_("Being analysed"), "error": N_("Analysis failed")}
+    return ResultSummary(Tier(NOT_ANALYSED, _(words.get(state, words["new"])), 99, "●"), analysed=False)
 
 
 def summarise(result, reading, bank, thresholds: dict[str, float] | None = None, top_n: int = 3) -> ResultSummary:
     """``reading`` is ``webapp.pipeline.read(result, bank, rules)`` (None when not analysed)."""
     analysed = bool(result is not None and result.analysed and reading is not None)
-    summary = ResultSummary(tier_of(reading, bank, analysed), analysed, notes=list(result.notes) if result else [])
+    summary = ResultSummary(tier_of(reading, bank, analysed), analysed,
+                            notes=[translate(note) for note in result.notes] if result else [])
     summary.quality_note = _quality_note(result, reading)
     summary.skin_tone_note = _skin_tone_note(result, bank)
     if not analysed:
@@ -99,18 +105,20 @@ def _quality_note(result, reading) -> str:
     quality = getattr(result, "quality", None)
     if quality is not None:  # issue 12's quality gate
         if quality.passed:
-            return "Photo quality: passed the quality checks."
-        failed = ", ".join(check.name for check in quality.failed)
-        low = " Analysed anyway at the user's request: low quality." if getattr(result, "low_quality", False) else ""
-        return f"Photo quality: failed ({failed}).{low}"
+            return _("Photo quality: passed the quality checks.")
+        failed = check_names(quality.failed)
+        if getattr(result, "low_quality", False):
+            return _("Photo quality: failed (%(checks)s). Analysed anyway at the user's request: low quality.", checks=failed)
+        return _("Photo quality: failed (%(checks)s).", checks=failed)
     if reading is None:
-        return "Photo quality: not assessed."
-    parts = [f"confidence {reading.confidence}"]
-    parts.append("ranking reliable" if reading.reliable else
-                 f"ranking unreliable (entropy {reading.entropy_bits:.2f} bits over the limit {reading.entropy_limit_bits:.2f})")
+        return _("Photo quality: not assessed.")
+    parts = [_("confidence %(confidence)s", confidence=reading.confidence)]
+    parts.append(_("ranking reliable") if reading.reliable else
+                 _("ranking unreliable (entropy %(entropy)s bits over the limit %(limit)s)",
+                   entropy=number(reading.entropy_bits, 2), limit=number(reading.entropy_limit_bits, 2)))
     if getattr(result, "nothing_located", False):
-        parts.append("nothing located, the whole photo was analysed")
-    return "Reliability: " + ", ".join(parts) + "."
+        parts.append(_("nothing located, the whole photo was analysed"))
+    return _("Reliability: %(parts)s.", parts=", ".join(parts))
 
 
 def _skin_tone_note(result, bank) -> str:
@@ -122,5 +130,5 @@ def _skin_tone_note(result, bank) -> str:
     except ImportError:  # pragma: no cover - before issue 12
         return ""
     caution = skin_tone_caution(result, bank)
-    label = getattr(tone, "label", "") or getattr(tone, "band", "")
-    return f"Skin tone estimate: {label}. {caution}".strip()
+    label = translate(getattr(tone, "label", "") or getattr(tone, "band", ""))
+    return (_("Skin tone estimate: %(tone)s.", tone=label) + " " + caution).strip()

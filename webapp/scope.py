@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .i18n import N_, Message, Translated
+
 from .interfaces import PromptBank, Scores
 
 
@@ -45,14 +47,17 @@ def scope_score(scores: Scores, bank: PromptBank) -> float | None:
 def judge_scope(scores: Scores | None, bank: PromptBank, demo: bool = False) -> ScopeVerdict:
     """The gate's verdict on one image's scores under ``bank``'s scope rules."""
     score = scope_score(scores, bank) if scores is not None else None
+    # Made on the worker: Messages, shown in the language of whoever reads the result.
+    subject = Translated(bank.scope.subject, {code: words["subject"] for code, words in bank.scope.translations.items()
+                                              if "subject" in words})
     if demo:
         return ScopeVerdict(
             None, score,
-            "Demo model: the zero-shot scope gate cannot judge whether this is "
-            f"{bank.scope.subject}; only the deterministic checks were applied.",
+            Message(N_("Demo model: the zero-shot scope gate cannot judge whether this is %(subject)s; "
+                       "only the deterministic checks were applied."), subject=subject),
         )
     if score is None:
         return ScopeVerdict(None, None, "")
     if score + 1e-9 >= bank.scope.min_score:
         return ScopeVerdict(True, score, "")
-    return ScopeVerdict(False, score, f"This does not look like {bank.scope.subject}.")
+    return ScopeVerdict(False, score, Message(N_("This does not look like %(subject)s."), subject=subject))

@@ -39,6 +39,7 @@ from flask import Flask, abort, current_app, g, request, session
 from flask_session import Session
 from htmx_flask.requests import HtmxAwareRequest
 
+from .i18n import N_, Message
 from .session_crypto import KEY_COOKIE, key_from_cookie, key_to_cookie
 from .store import SessionData, SessionStore
 
@@ -47,7 +48,7 @@ CSRF_HEADER = "X-CSRF-Token"
 CSRF_COOKIE = "privascan_csrf"
 SESSION_COOKIE = "privascan_session"
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
-BUSY = "The server is serving as many people as it can. Please try again in a few minutes."
+BUSY = Message(N_("The server is serving as many people as it can. Please try again in a few minutes."))
 
 
 def cookie_name(config, base: str) -> str:
@@ -308,5 +309,5 @@ def _check_csrf() -> None:
     sent = request.headers.get(CSRF_HEADER) or request.form.get("csrf_token", "")
     if not tokens_match(expected, sent):
         if g.get("session_ended"):
-            abort(410, description="Your session had ended, so this page was out of date. It has been refreshed: please try again.")
-        abort(403, description="This page was out of date (its security token did not match). Please reload the page and try again.")
+            abort(410, description=Message(N_("Your session had ended, so this page was out of date. It has been refreshed: please try again.")))
+        abort(403, description=Message(N_("This page was out of date (its security token did not match). Please reload the page and try again.")))

@@ -22,14 +22,17 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from .i18n import N_, Message
+
 # (lower bound in degrees, band id, words); checked top down.
+# The words are Messages: made on the worker, shown in the reader's language.
 BANDS = (
-    (55.0, "very_light", "very light"),
-    (41.0, "light", "light"),
-    (28.0, "intermediate", "intermediate"),
-    (10.0, "tan", "tan"),
-    (-30.0, "brown", "brown"),
-    (-math.inf, "dark", "dark"),
+    (55.0, "very_light", Message(N_("very light"))),
+    (41.0, "light", Message(N_("light"))),
+    (28.0, "intermediate", Message(N_("intermediate"))),
+    (10.0, "tan", Message(N_("tan"))),
+    (-30.0, "brown", Message(N_("brown"))),
+    (-math.inf, "dark", Message(N_("dark"))),
 )
 LESION_GROWTH = 0.15  # the lesion box is grown by this share of its side before it is excluded
 HAIR_KERNEL = 11  # black-hat element at WORK_SIDE: wider than a hair, narrower than a lesion

@@ -19,6 +19,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .i18n import N_, Message
+
 
 class StoreFull(Exception):
     """A cap was reached; ``message`` says which, in words, and ``status`` the HTTP code."""
@@ -119,7 +121,7 @@ class SessionStore:
         self.sweep()
         with self._lock:
             if len(self._sessions) >= self.max_sessions:
-                raise StoreFull("The server is serving as many people as it can. Please try again in a few minutes.", 503)
+                raise StoreFull(Message(N_("The server is serving as many people as it can. Please try again in a few minutes.")), 503)
             now = self._clock()
             data = SessionData(id=secrets.token_urlsafe(16), created=now, last_seen=now)
             self._sessions[data.id] = data
@@ -229,11 +231,11 @@ class SessionStore:
     def add_photo(self, data: SessionData, photo: Photo) -> None:
         with self._lock:
             if len(data.photos) >= self.max_photos:
-                raise StoreFull(f"This session already holds {self.max_photos} photos, the most allowed. Delete some first.")
+                raise StoreFull(Message(N_("This session already holds %(limit)d photos, the most allowed. Delete some first."), limit=self.max_photos))
             if data.size_bytes + photo.size_bytes > self.max_bytes:
-                raise StoreFull("This session's photos have reached the memory allowed. Delete some first.")
+                raise StoreFull(Message(N_("This session's photos have reached the memory allowed. Delete some first.")))
             if self.max_total_bytes is not None and self.total_bytes() + photo.size_bytes > self.max_total_bytes:
-                raise StoreFull("The server's memory for photos is full right now. Please try again in a few minutes.", 503)
+                raise StoreFull(Message(N_("The server's memory for photos is full right now. Please try again in a few minutes.")), 503)
             data.photos[photo.id] = photo
 
     def find_duplicate(self, data: SessionData, digest: str) -> Photo | None:

@@ -23,13 +23,17 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable
 
+from flask_babel import gettext
+
 from .memory import release_freed_memory
 
 log = logging.getLogger(__name__)
 
 
 class QueueFull(Exception):
-    message = "The analyser is busy with other photos. Please try again in a minute."
+    @property
+    def message(self) -> str:  # in the language of the request that shows it
+        return gettext("The analyser is busy with other photos. Please try again in a minute.")
 
 
 @dataclass(eq=False)
@@ -104,6 +108,12 @@ class InferenceWorker:
                 if waiting.key == key:
                     return index
             return None
+
+    def positions(self, keys) -> dict:
+        """The 1-based places of several waiting jobs, read at one moment (a page shows them side by side)."""
+        with self._lock:
+            places = {waiting.key: place for place, waiting in enumerate(self._pending, start=1)}
+        return {key: places[key] for key in keys if key in places}
 
     def pending(self) -> int:
         with self._lock:

@@ -10,6 +10,7 @@ stylesheet, shipped in this package's ``templates/`` and ``static/`` folders.
 from __future__ import annotations
 
 from webapp import hookimpl
+from webapp.i18n import N_
 from webapp.interfaces import ClinicalApp
 from webapp.prompt_bank import load_prompt_bank
 from webapp.resources import shipped_folder
@@ -22,13 +23,13 @@ def register_clinical_apps(config):
     return [
         ClinicalApp(
             name="chest_xray",
-            title="Chest X-ray",
+            title=N_("Chest X-ray"),
             bank="chest_xray",
             classifier="medsiglip",
             explainer="medsiglip-gradcam",
             detector=None,  # the whole radiograph, padded to a square
-            subject="finding",
-            disclaimer=(
+            subject=N_("finding"),
+            disclaimer=N_(
                 "PrivaScan is a triage aid, not a radiology report. Zero-shot matching of a chest X-ray against "
                 "described findings can miss serious disease and can raise false alarms; it has not been validated "
                 "for diagnosis. Every chest X-ray needs to be read by a radiologist or a qualified clinician, at once "

@@ -7,6 +7,7 @@ MedSigLIP plugin, named in the ClinicalApp record below.
 from __future__ import annotations
 
 from webapp import hookimpl
+from webapp.i18n import N_
 from webapp.interfaces import ClinicalApp
 from webapp.prompt_bank import load_prompt_bank
 from webapp.resources import shipped_folder
@@ -19,13 +20,13 @@ def register_clinical_apps(config):
     return [
         ClinicalApp(
             name="dermatology",
-            title="Skin (dermatology)",
+            title=N_("Skin (dermatology)"),
             bank="dermatology",
             classifier="medsiglip",
             explainer="medsiglip-gradcam",
             detector="yolo" if config.get("LESION_WEIGHTS") else "classical",
-            subject="lesion",
-            disclaimer=(
+            subject=N_("lesion"),
+            disclaimer=N_(
                 "PrivaScan is a triage aid, not a diagnosis. It can miss cancers and can raise false alarms, "
                 "and it was mostly trained on lighter skin. Have a doctor or dermatologist look at any spot that "
                 "is new, changing, bleeding, itching or that worries you."

@@ -36,6 +36,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from webapp.i18n import N_, Message
 from webapp.interfaces import Box, Detection
 
 WORK_SIDE = 512  # longest side of the working copy, in pixels
@@ -97,7 +98,7 @@ class ClassicalLesionLocalizer:
             min(width, int(np.ceil(x1 / scale))),
             min(height, int(np.ceil(y1 / scale))),
         )
-        return Detection(box=box, confidence=confidence, method="classical colour threshold")
+        return Detection(box=box, confidence=confidence, method=Message(N_("classical colour threshold")))
 
 
 def _remove_hair(rgb: np.ndarray) -> np.ndarray:

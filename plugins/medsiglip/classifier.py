@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Sequence
 from PIL import Image
 
 from webapp.embedding_cache import EmbeddingCache
+from webapp.i18n import N_, Message
 from webapp.memory import drop_file_pages, file_mapped_ranges, release_freed_memory
 from webapp.interfaces import ModelUnavailable, PromptBank, Scores, TemplateSet
 
@@ -260,75 +261,81 @@ def load_failure(exc: BaseException, model: str, *, offline: bool, have_token: b
     def find(kind):
         return next((e for e in chain if isinstance(e, kind)), None)
 
-    alternatives = "or set PRIVASCAN_MODEL to a folder holding a downloaded copy"
+    # Made on the loader thread: Messages, shown in each reader's language.
+    params = {"model": model, "hub": HUB_PAGE, "default": DEFAULT_MODEL, "error": type(exc).__name__,
+              "alternatives": Message(N_("or set PRIVASCAN_MODEL to a folder holding a downloaded copy"))}
+
+    def unavailable(reason: str, advice: str) -> ModelUnavailable:
+        return ModelUnavailable(Message(reason, **params), Message(advice, **params))
+
     if find(hub_errors.GatedRepoError) is not None:
         if not have_token:
-            return ModelUnavailable(
-                f"{model} is gated and no Hugging Face token is set.",
-                f"Accept the Health AI Developer Foundations (HAI-DEF) terms at {HUB_PAGE} with your "
-                f"Hugging Face account, create a read token and set HF_TOKEN to it; {alternatives}.",
+            return unavailable(
+                N_("%(model)s is gated and no Hugging Face token is set."),
+                N_("Accept the Health AI Developer Foundations (HAI-DEF) terms at %(hub)s with your "
+                   "Hugging Face account, create a read token and set HF_TOKEN to it; %(alternatives)s."),
             )
-        return ModelUnavailable(
-            f"The Hugging Face token in use has no access to the gated model {model}.",
-            f"Sign in with the account the token belongs to, accept the HAI-DEF terms at {HUB_PAGE} "
-            f"and restart; {alternatives}.",
+        return unavailable(
+            N_("The Hugging Face token in use has no access to the gated model %(model)s."),
+            N_("Sign in with the account the token belongs to, accept the HAI-DEF terms at %(hub)s "
+               "and restart; %(alternatives)s."),
         )
     if find(hub_errors.RepositoryNotFoundError) is not None:
-        return ModelUnavailable(
-            f"No model called {model} was found on the Hugging Face hub.",
-            f"Check the PRIVASCAN_MODEL setting (default {DEFAULT_MODEL}); {alternatives}.",
+        return unavailable(
+            N_("No model called %(model)s was found on the Hugging Face hub."),
+            N_("Check the PRIVASCAN_MODEL setting (default %(default)s); %(alternatives)s."),
         )
     http = find(hub_errors.HfHubHTTPError)
     status = getattr(getattr(http, "response", None), "status_code", None)
     if status == 401:
-        return ModelUnavailable(
-            "The Hugging Face token was refused (401).",
-            f"Create a new read token, set HF_TOKEN to it and restart; {alternatives}.",
+        return unavailable(
+            N_("The Hugging Face token was refused (401)."),
+            N_("Create a new read token, set HF_TOKEN to it and restart; %(alternatives)s."),
         )
     if find(hub_errors.LocalEntryNotFoundError) is not None or find(hub_errors.OfflineModeIsEnabled) is not None:
         if not have_token and not offline:
-            return ModelUnavailable(
-                f"No MedSigLIP weights are configured: {model} is not in the local cache and no Hugging Face "
-                "token is set, so PrivaScan did not contact the hub.",
-                f"Accept the Health AI Developer Foundations (HAI-DEF) terms at {HUB_PAGE}, create a read token "
-                f"and set HF_TOKEN to it; {alternatives}. To try the interface without the model, set "
-                "PRIVASCAN_DEMO_MODEL=1.",
+            return unavailable(
+                N_("No MedSigLIP weights are configured: %(model)s is not in the local cache and no Hugging Face "
+                   "token is set, so PrivaScan did not contact the hub."),
+                N_("Accept the Health AI Developer Foundations (HAI-DEF) terms at %(hub)s, create a read token "
+                   "and set HF_TOKEN to it; %(alternatives)s. To try the interface without the model, set "
+                   "PRIVASCAN_DEMO_MODEL=1."),
             )
         if offline:
-            return ModelUnavailable(
-                f"Offline mode (HF_HUB_OFFLINE) is on and {model} is not in the local Hugging Face cache.",
-                "Download the model once with network access (after accepting the HAI-DEF terms), "
-                f"{alternatives}, or unset HF_HUB_OFFLINE.",
+            return unavailable(
+                N_("Offline mode (HF_HUB_OFFLINE) is on and %(model)s is not in the local Hugging Face cache."),
+                N_("Download the model once with network access (after accepting the HAI-DEF terms), "
+                   "%(alternatives)s, or unset HF_HUB_OFFLINE."),
             )
-        return ModelUnavailable(
-            f"The Hugging Face hub could not be reached and {model} is not in the local cache.",
-            f"Check this server's network or proxy settings and restart; {alternatives}.",
+        return unavailable(
+            N_("The Hugging Face hub could not be reached and %(model)s is not in the local cache."),
+            N_("Check this server's network or proxy settings and restart; %(alternatives)s."),
         )
     if find(hub_errors.HFValidationError) is not None:
-        return ModelUnavailable(
-            f"{model} is neither an existing folder nor a valid hub model id.",
-            f"Set PRIVASCAN_MODEL to {DEFAULT_MODEL} or to a folder holding a downloaded copy.",
+        return unavailable(
+            N_("%(model)s is neither an existing folder nor a valid hub model id."),
+            N_("Set PRIVASCAN_MODEL to %(default)s or to a folder holding a downloaded copy."),
         )
     message = str(exc)
     if "safetensors" in message and ("does not appear to have" in message or "no file named" in message):
-        return ModelUnavailable(
-            f"{model} has no safetensors weights; PrivaScan does not load pickled weights.",
-            f"Use the official {DEFAULT_MODEL} files, which include model.safetensors.",
+        return unavailable(
+            N_("%(model)s has no safetensors weights; PrivaScan does not load pickled weights."),
+            N_("Use the official %(default)s files, which include model.safetensors."),
         )
     if isinstance(exc, (ValueError, KeyError)) and ("model_type" in message or "Unrecognized" in message):
-        return ModelUnavailable(
-            f"{model} is not a SigLIP model.",
-            f"Set PRIVASCAN_MODEL to {DEFAULT_MODEL} or to a folder holding a downloaded copy of it.",
+        return unavailable(
+            N_("%(model)s is not a SigLIP model."),
+            N_("Set PRIVASCAN_MODEL to %(default)s or to a folder holding a downloaded copy of it."),
         )
     if find(MemoryError) is not None or "out of memory" in message.lower():
-        return ModelUnavailable(
-            f"Not enough memory to load {model}.",
-            "MedSigLIP needs about 4 GB of free memory while loading (2 GB afterwards); "
-            "close other programs or use a larger machine.",
+        return unavailable(
+            N_("Not enough memory to load %(model)s."),
+            N_("MedSigLIP needs about 4 GB of free memory while loading (2 GB afterwards); "
+               "close other programs or use a larger machine."),
         )
-    return ModelUnavailable(
-        f"{model} could not be loaded ({type(exc).__name__}).",
-        "The server log has the details; check the PRIVASCAN_MODEL and HF_TOKEN settings.",
+    return unavailable(
+        N_("%(model)s could not be loaded (%(error)s)."),
+        N_("The server log has the details; check the PRIVASCAN_MODEL and HF_TOKEN settings."),
     )
 
 
@@ -616,31 +623,31 @@ class MedSigLIPClassifier:
 
     def describe(self) -> str:
         # Every visitor sees this line: name a hub id, but not the server's folders.
-        where = "local copy" if os.path.isabs(self.model_id_or_path) or os.path.exists(self.model_id_or_path) else self.model_id_or_path
+        # A Message: English as a str, the reader's language on the page.
+        local = os.path.isabs(self.model_id_or_path) or os.path.exists(self.model_id_or_path)
+        where = Message(N_("local copy")) if local else self.model_id_or_path
         if self.model is None:
-            return f"MedSigLIP ({where}), not loaded"
+            return Message(N_("MedSigLIP (%(where)s), not loaded"), where=where)
         vision = self.model.config.vision_config
         if vision.hidden_size == 1152 and vision.num_hidden_layers == 27:
             label = f"MedSigLIP-{vision.image_size}"
         else:
-            label = (
-                f"SigLIP-compatible model ({vision.num_hidden_layers} layers, width "
-                f"{vision.hidden_size}, {vision.image_size} px)"
-            )
-        description = f"{label} ({where}) on {self.device}"
+            label = Message(N_("SigLIP-compatible model (%(layers)d layers, width %(width)d, %(size)d px)"),
+                            layers=vision.num_hidden_layers, width=vision.hidden_size, size=vision.image_size)
+        description = Message(N_("%(model)s (%(where)s) on %(device)s"), model=label, where=where, device=str(self.device))
         if self.model is not None and is_quantized(self.model.vision_model):
-            description += ", int8"
             if self.int8_not_faster:
                 fp32_s, int8_s = self.int8_timing
-                description += (f" (not faster than fp32 on this host: {int8_s:.1f} s against {fp32_s:.1f} s "
-                                "per forward; unset PRIVASCAN_INT8)")
+                return Message(N_("%(model)s, int8 (not faster than fp32 on this host: %(int8)s s against %(fp32)s s per "
+                                  "forward; unset PRIVASCAN_INT8)"), model=description, int8=f"{int8_s:.1f}", fp32=f"{fp32_s:.1f}")
+            return Message(N_("%(model)s, int8"), model=description)
         return description
 
     def _require_loaded(self) -> None:
         if self.model is None:
             raise ModelUnavailable(
-                "The classifier is not loaded yet.",
-                "Wait for start-up to finish; if loading failed, the start-up message says why.",
+                Message(N_("The classifier is not loaded yet.")),
+                Message(N_("Wait for start-up to finish; if loading failed, the start-up message says why.")),
             )
 
     # ------------------------------------------------------------- text side

@@ -120,7 +120,7 @@ $name = "$package"
 include = ["$package*"]
 
 [tool.setuptools.package-data]
-$package = ["prompts/*.toml", "templates/**/*.html", "static/**/*"]
+$package = ["prompts/*.toml", "templates/**/*.html", "static/**/*", "translations/**/*.po"]
 
 [tool.pytest.ini_options]
 testpaths = ["tests"]
@@ -251,9 +251,11 @@ FILES["$package/templates/$name/result.html"] = '''\
 {% extends "partials/result_base.html" %}
 {% block stylesheet %}<link rel="stylesheet" href="{{ url_for('plugin_static.static_file', plugin='$name', filename='$name.css') }}">{% endblock %}
 {% block section_class %} result-$name{% endblock %}
-{% block title %}{{ clinical_app.title }} result for {{ photo.name }}{% endblock %}
-{% block headline %}{{ parts.headline(reading, risk_words={"high": "Abnormal finding suspected", "moderate": "Worth a look", "low": "Nothing abnormal matched"}) }}{% endblock %}
-{% block ranking %}{{ parts.ranking(photo, clinical_app, reading, thresholds, explaining, heading="All findings, most likely first") }}{% endblock %}
+{# Every visible string is marked for translation (_() or {% trans %}); tests/test_i18n.py in PrivaScan checks its own templates
+   the same way. Ship translations in translations/<code>/LC_MESSAGES/messages.po beside templates/ (docs/plugins.md). #}
+{% block title %}{{ _("%(app)s result for %(name)s", app=clinical_app.title, name=photo.name) }}{% endblock %}
+{% block headline %}{{ parts.headline(reading, risk_words={"high": _("Abnormal finding suspected"), "moderate": _("Worth a look"), "low": _("Nothing abnormal matched")}) }}{% endblock %}
+{% block ranking %}{{ parts.ranking(photo, clinical_app, reading, thresholds, explaining, heading=_("All findings, most likely first")) }}{% endblock %}
 '''
 
 FILES["$package/static/$name.css"] = '''\

@@ -5,6 +5,8 @@
 "use strict";
 
 (function () {
+  // The page's words in its language (static/words.js; English when that script is missing).
+  function t(text, values) { return window.privascanWords ? window.privascanWords(text, values) : text; }
   function uploadForm() { return document.getElementById("upload-form"); }
   function photoInput() { return document.getElementById("photo-input"); }
 
@@ -106,31 +108,31 @@
     const video = document.getElementById("camera-preview");
     if (video) { video.srcObject = null; }
     setCameraButtons(false);
-    cameraStatus("The camera is off.");
+    cameraStatus(t("The camera is off."));
   }
 
   async function startCamera() {
     if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
-      cameraStatus("This browser cannot show a live camera here. Use “Open the phone's camera app” instead.");
+      cameraStatus(t("This browser cannot show a live camera here. Use the camera app, or choose a photo file, instead."));
       return;
     }
     stopCamera();  // a second press must not leave the first stream running
     try {
       stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment", width: { ideal: 1920 } }, audio: false });
     } catch (error) {
-      cameraStatus("The camera could not be started (" + error.name + "). Check the browser's permission, or use the camera app.");
+      cameraStatus(t("The camera could not be started (%(error)s). Check the browser's permission, or use the camera app.", { error: error.name }));
       return;
     }
     const video = document.getElementById("camera-preview");
     video.srcObject = stream;
     setCameraButtons(true);
-    cameraStatus("The camera is on. Frame the spot and press “Take photo”.");
+    cameraStatus(t("The camera is on. Frame the spot and press “Take photo”."));
   }
 
   function capturePhoto() {
     const video = document.getElementById("camera-preview");
     if (!stream || !video || !video.videoWidth) {
-      cameraStatus("The camera is not ready yet.");
+      cameraStatus(t("The camera is not ready yet."));
       return;
     }
     const canvas = document.createElement("canvas");
@@ -138,9 +140,9 @@
     canvas.height = video.videoHeight;
     canvas.getContext("2d").drawImage(video, 0, 0);
     canvas.toBlob(function (blob) {
-      if (!blob) { cameraStatus("The photo could not be taken."); return; }
+      if (!blob) { cameraStatus(t("The photo could not be taken.")); return; }
       submitFiles([new File([blob], "camera-" + stamp() + ".jpg", { type: "image/jpeg", lastModified: Date.now() })]);
-      cameraStatus("Photo taken and added.");
+      cameraStatus(t("Photo taken and added."));
     }, "image/jpeg", 0.92);
   }
 

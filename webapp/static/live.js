@@ -7,6 +7,8 @@
 "use strict";
 
 (function () {
+  // The page's words in its language (static/words.js; English when that script is missing).
+  function t(text, values) { return window.privascanWords ? window.privascanWords(text, values) : text; }
   const MAX_SIDE = 640; // longest side of a frame, in pixels
   const QUALITY = 0.8; // JPEG quality
   const MIN_INTERVAL_MS = 66; // at most ~15 frames per second, even on a fast server
@@ -38,14 +40,18 @@
     if (element) { element.textContent = text; }
   }
 
+  // htmx also performs the out-of-band swaps (the alert log, the messages) and
+  // processes hx- attributes; focus is kept as for any other swap (focus.js).
   function swap(selector, html) {
     if (!document.querySelector(selector)) { return; }
-    if (window.htmx && typeof window.htmx.swap === "function") {
-      // htmx also performs the out-of-band swaps (the alert log) and processes hx- attributes.
-      window.htmx.swap(selector, html, { swapStyle: "outerHTML", swapDelay: 0, settleDelay: 0 });
-    } else {
-      document.querySelector(selector).outerHTML = html;
-    }
+    const focus = window.privascanFocus ? window.privascanFocus.describe() : null;
+    window.htmx.swap(selector, html, { swapStyle: "outerHTML", swapDelay: 0, settleDelay: 0 });
+    if (focus) { window.privascanFocus.restore(focus); }
+  }
+
+  // An error answer carries only the message, out of band: nothing else is replaced.
+  function showMessage(html) {
+    window.htmx.swap("#messages", html, { swapStyle: "none", swapDelay: 0, settleDelay: 0 });
   }
 
   function post(url, body) {
@@ -54,7 +60,7 @@
       body: body,
       credentials: "same-origin",
       cache: "no-store",
-      headers: { "X-CSRF-Token": csrfToken(), "HX-Request": "true" },
+      headers: { "X-CSRF-Token": csrfToken(), "HX-Request": "true", "X-Time-Zone": window.privascanTimeZone ? window.privascanTimeZone() : "" },
     });
   }
 
@@ -87,6 +93,18 @@
     if (count && result && result.dataset.frameNumber) { count.textContent = result.dataset.frameNumber; }
   }
 
+  // "Explain this frame": only with a crop to explain, and for the active alert when there is one.
+  function updateExplainButton() {
+    const button = $("live-explain-button");
+    const result = $("live-result");
+    if (!button || !result) { return; }
+    if (button.classList.contains("htmx-request")) { return; } // htmx re-enables it when its answer arrives
+    button.disabled = result.dataset.explainable !== "1";
+    const condition = result.dataset.explainCondition || "";
+    button.setAttribute("hx-vals", JSON.stringify(condition ? { condition_id: condition } : {}));
+    button.textContent = condition ? t("Explain this frame (%(condition)s alert)", { condition: result.dataset.explainLabel }) : t("Explain this frame");
+  }
+
   // -- speech --------------------------------------------------------------------
   function announceNewAlerts() {
     const speech = $("live-speech");
@@ -96,7 +114,9 @@
       if (seen.has(id)) { return; }
       seen.add(id);
       if (speak && element.dataset.speak) {
-        window.speechSynthesis.speak(new SpeechSynthesisUtterance(element.dataset.speak));
+        const utterance = new SpeechSynthesisUtterance(element.dataset.speak);
+        utterance.lang = document.documentElement.lang || "en"; // the page's language, not the browser's
+        window.speechSynthesis.speak(utterance);
       }
     });
   }
@@ -135,18 +155,20 @@
       if (response.ok) {
         swap("#live-result", html);
         showFigures(performance.now() - started);
+        document.dispatchEvent(new CustomEvent("privascan:activity"));
         announceNewAlerts();
+        updateExplainButton();
         next = Math.max(0, MIN_INTERVAL_MS - (performance.now() - started));
       } else {
-        swap("#messages", html);
+        showMessage(html);
         if (response.status === 429 || response.status === 503) {
           next = BACKOFF_MS;
         } else {
-          stop("Live scan stopped: see the message above.");
+          stop(t("Live scan stopped: see the message above."));
         }
       }
     } catch (error) {
-      status("The server could not be reached; retrying…");
+      status(t("The server could not be reached; retrying…"));
       next = BACKOFF_MS;
     } finally {
       inFlight = false;
@@ -173,7 +195,7 @@
       if (!device.deviceId || select.querySelector('option[value="' + CSS.escape(value) + '"]')) { return; }
       const option = document.createElement("option");
       option.value = value;
-      option.textContent = device.label || "Camera " + (index + 1);
+      option.textContent = device.label || t("Camera %(number)s", { number: index + 1 });
       select.appendChild(option);
     });
   }
@@ -193,29 +215,33 @@
 
   async function start() {
     if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
-      status("This browser cannot use a live camera here (a secure https:// page is needed).");
+      status(t("This browser cannot use a live camera here (a secure https:// page is needed)."));
       return;
     }
     setButtons(true);
-    status("Starting the camera…");
+    status(t("Starting the camera…"));
     try {
       await openCamera();
     } catch (error) {
       setButtons(false);
-      status("The camera could not be started (" + error.name + "). Check the browser's camera permission.");
+      status(t("The camera could not be started (%(error)s). Check the browser's camera permission.", { error: error.name }));
       return;
     }
     listCameras().catch(function () { /* labels are a nicety */ });
     const response = await post(panel().dataset.startUrl, new FormData()).catch(function () { return null; });
-    if (!response) { stop("The server could not be reached."); return; }
+    if (!response) { stop(t("The server could not be reached.")); return; }
     const html = await response.text();
-    if (!response.ok) { swap("#messages", html); stop("Live scan could not start: see the message above."); return; }
+    if (!response.ok) { showMessage(html); stop(t("Live scan could not start: see the message above.")); return; }
     swap("#live-result", html);
+    updateExplainButton();
     generation += 1;
     running = true;
     completed = [];
     latencies = [];
-    status("Live scan is running. Hold the camera steady over the spot.");
+    status(t("Live scan is running. Hold the camera steady over the spot."));
+    // On a phone the header would push the alerts below the fold: bring the camera to the top.
+    const video = $("live-video");
+    if (video && window.matchMedia("(max-width: 640px)").matches) { video.scrollIntoView({ block: "start" }); }
     schedule(0);
   }
 
@@ -225,7 +251,7 @@
     clearTimeout(timer);
     stopTracks();
     setButtons(false);
-    status(message || "The camera is off. The last frame's result and the alert log stay on the page.");
+    status(message || t("The camera is off. The last frame's result and the alert log stay on the page."));
   }
 
   document.addEventListener("click", function (event) {
@@ -235,7 +261,7 @@
   });
   document.addEventListener("change", function (event) {
     if (event.target && event.target.id === "live-camera" && running) {
-      openCamera().catch(function (error) { stop("That camera could not be opened (" + error.name + ")."); });
+      openCamera().catch(function (error) { stop(t("That camera could not be opened (%(error)s).", { error: error.name })); });
     }
   });
   window.addEventListener("pagehide", function () { stop(); });

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, abort, render_template, request
+from flask_babel import gettext as _
 
 from .. import lesions as lesion_model
 from ..lesions import LesionError
@@ -16,7 +17,7 @@ bp = Blueprint("lesions", __name__)
 def _data():
     data = current_data()
     if data is None:
-        abort(404, description="Your session has no photos (it may have ended). Add a photo first.")
+        abort(404, description=_("Your session has no photos (it may have ended). Add a photo first."))
     return data
 
 
@@ -32,10 +33,10 @@ def group(photo_id: str):
     try:
         if target == "new":
             lesion = lesion_model.new_lesion(store, data, [photo_id], request.form.get("name"), request.form.get("site"))
-            message = f"Started the lesion “{lesion.name}”."
+            message = _("Started the lesion “%(name)s”.", name=lesion.name)
         else:
             lesion = lesion_model.add_to_lesion(store, data, target, photo_id)
-            message = f"Added the photo to “{lesion.name}”."
+            message = _("Added the photo to “%(name)s”.", name=lesion.name)
     except LesionError as exc:
         _fail(exc)
     return render("partials/timeline.html", [("success", message)])
@@ -47,20 +48,20 @@ def answer_suggestion(photo_id: str):
     data, store = _data(), get_store()
     photo = data.photos.get(photo_id)
     if photo is None:
-        abort(404, description="That photo is not in your session (it may have been deleted, or your session ended).")
+        abort(404, description=_("That photo is not in your session (it may have been deleted, or your session ended)."))
     suggestion = lesion_model.suggest(data, photo, similarity_threshold())
     if suggestion is None or suggestion.key != request.form.get("key"):
-        abort(409, description="That suggestion no longer applies (the photos or lesions changed). Please look again.")
+        abort(409, description=_("That suggestion no longer applies (the photos or lesions changed). Please look again."))
     try:
         if request.form.get("answer") == "yes":
             if suggestion.lesion_id:
                 lesion = lesion_model.add_to_lesion(store, data, suggestion.lesion_id, photo_id)
             else:
                 lesion = lesion_model.new_lesion(store, data, [suggestion.other_photo_id, photo_id])
-            message = ("success", f"Grouped as “{lesion.name}”. Give it a name and body site below if you like.")
+            message = ("success", _("Grouped as “%(name)s”. Give it a name and body site below if you like.", name=lesion.name))
         else:
             lesion_model.decline(store, data, photo_id, suggestion.key)
-            message = ("info", "Noted: not the same lesion. PrivaScan will not suggest it again for this photo.")
+            message = ("info", _("Noted: not the same lesion. PrivaScan will not suggest it again for this photo."))
     except LesionError as exc:
         _fail(exc)
     return render("partials/timeline.html", [message])
@@ -74,7 +75,9 @@ def ungroup(photo_id: str):
     except LesionError as exc:
         _fail(exc)
     gone = lesion.id not in data.lesions
-    return render("partials/timeline.html", [("info", f"Took the photo out of “{lesion.name}”." + (" That lesion had no other photo, so it is gone." if gone else ""))])
+    message = (_("Took the photo out of “%(name)s”. That lesion had no other photo, so it is gone.", name=lesion.name) if gone
+               else _("Took the photo out of “%(name)s”.", name=lesion.name))
+    return render("partials/timeline.html", [("info", message)])
 
 
 @bp.post("/lesions/<lesion_id>")
@@ -85,8 +88,8 @@ def update(lesion_id: str):
     except LesionError as exc:
         _fail(exc)
     if request.form.get("from") == "comparison":
-        return comparison_page(lesion_id, messages=[("success", f"Saved “{lesion.name}”.")])
-    return render("partials/timeline.html", [("success", f"Saved “{lesion.name}”.")])
+        return comparison_page(lesion_id, messages=[("success", _("Saved “%(name)s”.", name=lesion.name))])
+    return render("partials/timeline.html", [("success", _("Saved “%(name)s”.", name=lesion.name))])
 
 
 @bp.get("/lesions/<lesion_id>")

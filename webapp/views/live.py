@@ -11,16 +11,18 @@ log, to the page (and its speech), and to any ``alert_raised`` plugin.
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import json
 import logging
 import time
 
 from flask import Blueprint, Response, abort, current_app, render_template, request, session
+from flask_babel import gettext as _
 
 from ..decoding import decoding
+from ..i18n import N_, significant, translate
 from ..images import ImageRejected
 from ..jobs import NotReady, QueueFull, WorkerTimeout, analyse_live_frame, explain_live_crop, ready_clinical_app
+from ..local_time import user_now, user_zone, zone_label
 from ..live import LiveState, Smoothing, effective_thresholds, frame_rows, frame_timings, log_csv, log_json
 from ..sessions import current_data, get_store
 from ..store import StoreFull
@@ -29,8 +31,8 @@ from .common import bank_for, clinical_app, settings
 log = logging.getLogger(__name__)
 bp = Blueprint("live", __name__, url_prefix="/live")
 
-ENDED = ("This live scan has ended (the session ended or was cleared, or the scan was never started), "
-         "so the frame was not analysed. Press Start to begin again.")
+ENDED = N_("This live scan has ended (the session ended or was cleared, or the scan was never started), "
+           "so the frame was not analysed. Press Start to begin again.")
 
 
 def _smoothing() -> Smoothing:
@@ -59,9 +61,10 @@ def _context(**extra) -> dict:
         "thresholds": _thresholds(bank),
         "smoothing": _smoothing(),
         "live": live,
-        "log_alerts": live.log_snapshot() if live else [],
+        # Alerts shown in the page's words, whatever language raised them.
+        "log_alerts": [alert.worded_by(bank) for alert in live.log_snapshot()] if live else [],
         "log_limit": int(current_app.config["LIVE_LOG_LIMIT"]),
-        "current_alerts": live.current_alerts() if live else [],
+        "current_alerts": [alert.worded_by(bank) for alert in live.current_alerts()] if live else [],
         "model_status": current_app.extensions["privascan_models"].status(chosen.classifier),
         "demo": current_app.config["DEMO_MODEL"],
         "frame": None,
@@ -92,7 +95,7 @@ def start():
     try:
         chosen = ready_clinical_app(settings())
     except NotReady as exc:
-        abort(409, description=exc.message.replace("Analysis is", "Live scan is", 1))
+        abort(409, description=exc.live_message)
     try:
         data = current_data(create=True)
     except StoreFull as exc:
@@ -112,26 +115,26 @@ def frame():
     data = current_data()
     live = _live()
     if live is None:
-        abort(410, description=ENDED)
+        abort(410, description=_(ENDED))
     upload = request.files.get("frame")
     if upload is None:
-        abort(400, description="No frame was received: send one camera frame as a JPEG in the field 'frame'.")
+        abort(400, description=_("No frame was received: send one camera frame as a JPEG in the field 'frame'."))
     if not live.frame_lock.acquire(blocking=False):
-        abort(429, description="The previous frame is still being analysed, so this one was dropped. "
-                               "Send the next frame when the previous answer has arrived.")
+        abort(429, description=_("The previous frame is still being analysed, so this one was dropped. "
+                                 "Send the next frame when the previous answer has arrived."))
     try:
         received = time.perf_counter()
         max_bytes = int(current_app.config["LIVE_MAX_FRAME_BYTES"])
         raw = upload.read(max_bytes + 1)
         if len(raw) > max_bytes:
-            abort(413, description=f"This frame is larger than the {max_bytes // (1024 * 1024)} MB allowed for live "
-                                   "frames. Send frames of at most 640 pixels per side.")
+            abort(413, description=_("This frame is larger than the %(limit)d MB allowed for live frames. Send frames of "
+                                     "at most 640 pixels per side.", limit=max_bytes // (1024 * 1024)))
         try:
             with decoding(raw, data, int(current_app.config["LIVE_MAX_FRAME_PIXELS"])) as decoded:
                 image = decoded.image
                 del decoded
         except (ImageRejected, StoreFull) as exc:
-            abort(exc.status, description=f"This frame was not analysed: {exc.message}")
+            abort(exc.status, description=_("This frame was not analysed: %(reason)s", reason=translate(exc.message)))
         finally:
             del raw
         decoded = time.perf_counter()
@@ -144,7 +147,7 @@ def frame():
         finally:
             del image  # the frame itself is gone once it has been analysed
         if not get_store().live_is_current(data, live):  # the session was cleared while the frame was analysed
-            abort(410, description=ENDED)
+            abort(410, description=_(ENDED))
         bank = bank_for(chosen)
         thresholds = _thresholds(bank)
         probabilities, view, reasons = analysis.probabilities, analysis.view, analysis.reasons
@@ -158,7 +161,8 @@ def frame():
         seconds["server"] = time.perf_counter() - received
         frame_info = {"view": view, "reasons": reasons, "rows": frame_rows(live, bank, probabilities, thresholds),
                       "timings": frame_timings(seconds), "number": live.frames}
-        return render_template("partials/live_frame.html", **_context(frame=frame_info, raised=raised))
+        return render_template("partials/live_frame.html",
+                               **_context(frame=frame_info, raised=[alert.worded_by(bank) for alert in raised]))
     finally:
         live.frame_lock.release()
 
@@ -179,13 +183,19 @@ def thresholds():
     chosen = dict(new.get("thresholds", {}))
     if request.form.get("reset"):
         chosen = {}
-        message = "Alert thresholds reset to the bank's values."
+        message = _("Alert thresholds reset to the bank's values.")
     else:
+        current = _thresholds(bank)
+        changed = []
         for condition in bank.conditions:
             key = f"threshold_{condition.id}"
             if key in request.form:
-                chosen[condition.id] = _threshold(request.form[key], condition.label)
-        message = "Alert thresholds saved for this session."
+                chosen[condition.id] = _threshold(request.form[key], condition.label, current[condition.id])
+                if abs(chosen[condition.id] - current[condition.id]) > 1e-12:
+                    value = chosen[condition.id]
+                    changed.append(f"{condition.label} {significant(value, 6)} ({significant(100 * value, 6)} %)")
+        message = (_("Alert thresholds saved for this session: %(changes)s.", changes=", ".join(changed)) if changed
+                   else _("Alert thresholds saved for this session."))
     if chosen:
         new["thresholds"] = chosen
     else:
@@ -194,42 +204,56 @@ def thresholds():
     return _render("partials/live_thresholds.html", [("success", message)], thresholds_open=True)
 
 
-def _threshold(text: str, label: str) -> float:
+def _threshold(text: str, label: str, current: float) -> float:
+    kept = _("Nothing was saved; it stays %(value)s (%(percent)s %%).", value=significant(current, 6),
+             percent=significant(100 * current, 6))
     try:
         value = float(text)
     except ValueError:
-        abort(400, description=f"{label}: please enter a threshold as a number between 0 and 1.")
+        abort(400, description=_("%(condition)s: please enter a threshold as a number between 0 and 1. %(kept)s",
+                                 condition=label, kept=kept))
     if not 0.0 <= value <= 1.0:
-        abort(400, description=f"{label}: please enter a threshold between 0 and 1 (for example 0.3 for 30 %).")
+        abort(400, description=_("%(condition)s: %(value)s is not between 0 and 1 (for example 0.3 for 30 %%). %(kept)s",
+                                 condition=label, value=text.strip(), kept=kept))
     return value
+
+
+def _explain_refused(status: int, message: str):
+    """Why no heatmap: beside the button that asked (an HTMX request), not at the top of the page."""
+    if request.headers.get("HX-Request"):
+        return render_template("partials/live_explain.html", refusal=message), status
+    abort(status, description=message)
 
 
 @bp.post("/explain")
 def explain():
-    """A Grad-CAM heatmap for the last frame's crop (the top condition, or ``condition_id``)."""
+    """A Grad-CAM heatmap for the last frame's crop: for ``condition_id``, else the active alert, else the top match."""
     live = _live()
     if live is None:
-        abort(410, description="There is no live scan in this session to explain. Press Start first.")
+        return _explain_refused(410, _("There is no live scan in this session to explain. Press Start first."))
     chosen = clinical_app()
     if not chosen.explainer:
-        abort(409, description="This modality has no heatmap.")
+        return _explain_refused(409, _("This modality has no heatmap."))
     crop_jpeg, template_set, at = live.last_crop_jpeg, live.last_template_set, live.last_crop_at
     if not crop_jpeg:
-        abort(409, description="There is no frame to explain yet: the last frame had nothing in view to analyse. "
-                               "Point the camera at the spot and try again.")
+        return _explain_refused(409, _("There is no frame to explain yet: the last frame had nothing in view to analyse. "
+                                       "Point the camera at the spot and try again."))
     bank = bank_for(chosen)
     condition_id = request.form.get("condition_id") or None
     if condition_id is not None and condition_id not in {c.id for c in bank.conditions}:
-        abort(400, description="That condition is not part of this modality.")
+        return _explain_refused(400, _("That condition is not part of this modality."))
+    if condition_id is None:
+        alerts = live.current_alerts()  # what the clinician is looking at, not whatever scored highest
+        condition_id = alerts[0].condition_id if alerts else None
     if not live.explain_lock.acquire(blocking=False):
-        abort(429, description="A heatmap for this session is already being computed. Please wait for it.")
+        return _explain_refused(429, _("A heatmap for this session is already being computed. Please wait for it."))
     try:
         heatmap = explain_live_crop(crop_jpeg, template_set, condition_id, settings(),
                                     float(current_app.config["LIVE_EXPLAIN_TIMEOUT"]))
     except NotReady as exc:
-        abort(409, description=exc.message)
+        return _explain_refused(409, exc.message)
     except (QueueFull, WorkerTimeout) as exc:
-        abort(503, description=exc.message)
+        return _explain_refused(503, exc.message)
     finally:
         live.explain_lock.release()
     picture = "data:image/png;base64," + base64.b64encode(heatmap.png).decode("ascii")
@@ -239,7 +263,7 @@ def explain():
 
 # -- the alert log, made on the fly and never cached ---------------------------
 def _log_download(body: str, mimetype: str, extension: str) -> Response:
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    stamp = user_now().strftime("%Y%m%d-%H%M%S")
     return Response(body, mimetype=mimetype, headers={
         "Content-Disposition": f'attachment; filename="privascan-alerts-{stamp}.{extension}"',
         "Cache-Control": "no-store",
@@ -253,13 +277,14 @@ def _log_alerts():
 
 @bp.get("/log.csv")
 def log_csv_download():
-    return _log_download(log_csv(_log_alerts()), "text/csv", "csv")
+    return _log_download(log_csv(_log_alerts(), user_zone()), "text/csv", "csv")
 
 
 @bp.get("/log.json")
 def log_json_download():
-    alerts = log_json(_log_alerts())
-    body = {"generated_at": dt.datetime.now().astimezone().isoformat(timespec="seconds"), "count": len(alerts), "alerts": alerts}
+    alerts = log_json(_log_alerts(), user_zone())
+    body = {"generated_at": user_now().isoformat(timespec="seconds"), "time_zone": zone_label(),
+            "count": len(alerts), "alerts": alerts}
     return _log_download(json.dumps(body, indent=2, ensure_ascii=False), "application/json", "json")
 
 
@@ -269,4 +294,4 @@ def clear_log():
     if data is not None and data.live is not None:
         data.live.clear_log()
         get_store().save_live(data)
-    return _render("partials/live_log.html", [("info", "The alert log of this session was deleted.")])
+    return _render("partials/live_log.html", [("info", _("The alert log of this session was deleted."))])

@@ -8,13 +8,19 @@ import secrets
 import unicodedata
 
 from flask import Blueprint, Response, abort, current_app, g, request, session
+from flask_babel import gettext as _, ngettext
 
+from .. import lesions as lesion_model
+from ..i18n import N_, number, translate
 from ..jobs import NotReady, QueueFull, heatmap_overdue, queue_analysis, queue_extra_heatmap
 from ..decoding import decoding
 from ..images import WORKING_MAX_SIDE, ImageRejected, encode_jpeg, open_clean, plausible_date
 from ..render import boxed_photo_jpeg
 from ..sessions import current_data, get_store
+from ..lesions import LesionError
 from ..store import Photo, StoreFull
+from ..undo import UndoShelf
+from ..local_time import long_date, user_today, user_zone
 from .common import render, settings, use_adapter
 
 bp = Blueprint("photos", __name__)
@@ -27,7 +33,7 @@ def _photo_or_404(photo_id: str) -> Photo:
     data = current_data()
     photo = data.photos.get(photo_id) if data else None
     if photo is None:
-        abort(404, description="That photo is not in your session (it may have been deleted, or your session ended).")
+        abort(404, description=_("That photo is not in your session (it may have been deleted, or your session ended)."))
     return photo
 
 
@@ -47,27 +53,38 @@ def display_name(filename: str | None, index: int) -> str:
     name = (filename or "").replace("\\", "/").rsplit("/", 1)[-1]
     name = "".join(" " if unicodedata.category(c) in ("Zl", "Zp") else c for c in name
                    if unicodedata.category(c) not in HIDDEN_CATEGORIES)
-    return " ".join(name.split())[:80] or f"Photo {index}"
+    return " ".join(name.split())[:80] or _("Photo %(number)d", number=index)
+
+
+# Where a photo's date came from: kept in English with the photo, shown translated (the card's |translate).
+PHOTO_METADATA, FILE_DATE, UPLOAD_DAY, SET_BY_YOU = N_("photo metadata"), N_("file date"), N_("upload day"), N_("set by you")
 
 
 def _capture_date(exif_date: dt.date | None, last_modified_ms: str) -> tuple[dt.date, str]:
+    """The day the photo was taken, on the user's calendar (their time zone, not the server's)."""
     if exif_date is not None:
-        return exif_date, "photo metadata"
+        return exif_date, PHOTO_METADATA
     try:
         stamp = int(last_modified_ms) / 1000
-        file_date = plausible_date(dt.datetime.fromtimestamp(stamp).date()) if stamp > 0 else None
+        file_date = plausible_date(dt.datetime.fromtimestamp(stamp, tz=user_zone()).date()) if stamp > 0 else None
         if file_date is not None:
-            return file_date, "file date"
+            return file_date, FILE_DATE
     except (ValueError, OverflowError, OSError):
         pass
-    return dt.date.today(), "upload day"
+    return user_today(), UPLOAD_DAY
+
+
+def _duplicate_message(name: str, duplicate: Photo) -> str:
+    """Which photo it repeats, so the user can find it (and see it is not lost)."""
+    return _("“%(name)s” was skipped: it is the same picture as “%(other)s”, already in this session (%(day)s).",
+             name=name, other=duplicate.name, day=long_date(duplicate.taken_on))
 
 
 @bp.post("/photos")
 def upload():
     files = [f for f in request.files.getlist("photos") if f.filename]  # an empty file input sends a nameless part
     if not files:
-        abort(400, description="No photo was received. Choose, drop, paste or capture a photo.")
+        abort(400, description=_("No photo was received. Choose, drop, paste or capture a photo."))
     try:
         data = current_data(create=True)
     except StoreFull as exc:
@@ -84,14 +101,16 @@ def upload():
         source_digest = hashlib.sha256(raw).hexdigest()
         try:
             if len(raw) > max_bytes:
-                raise ImageRejected(f"it is larger than the {max_bytes // (1024 * 1024)} MB allowed per photo.", 413)
-            if store.find_duplicate(data, source_digest):  # the same file again: known before decoding it
-                messages.append(("info", f"“{name}” is already in this session, so it was skipped."))
+                raise ImageRejected(_("It is larger than the %(limit)d MB allowed per photo.", limit=max_bytes // (1024 * 1024)), 413)
+            duplicate = store.find_duplicate(data, source_digest)  # the same file again: known before decoding it
+            if duplicate is not None:
+                messages.append(("info", _duplicate_message(name, duplicate)))
                 continue
             with decoding(raw, data, current_app.config["MAX_IMAGE_PIXELS"], STORED_MAX_SIDE) as decoded:
                 del raw  # the decoded pixels replace the upload's bytes
-                if store.find_duplicate(data, decoded.digest):  # the same pixels in another file
-                    messages.append(("info", f"“{name}” is already in this session, so it was skipped."))
+                duplicate = store.find_duplicate(data, decoded.digest)  # the same pixels in another file
+                if duplicate is not None:
+                    messages.append(("info", _duplicate_message(name, duplicate)))
                     continue
                 image = decoded.image
                 taken_on, source = _capture_date(decoded.taken_on, last_modified[index] if index < len(last_modified) else "")
@@ -110,14 +129,14 @@ def upload():
                 del image, decoded
             store.add_photo(data, photo)
         except (ImageRejected, StoreFull) as exc:
-            messages.append(("error", f"“{name}” was not added: {exc.message[0].lower() + exc.message[1:]}"))
+            messages.append(("error", _("“%(name)s” was not added: %(reason)s", name=name, reason=translate(exc.message))))
             failures.append(exc.status)
             continue
         finally:
             raw = None
         added += 1
     if added:
-        messages.insert(0, ("success", f"Added {added} photo{'s' if added != 1 else ''}."))
+        messages.insert(0, ("success", ngettext("Added %(num)d photo.", "Added %(num)d photos.", added)))
     status = 200 if added or not failures else max(set(failures), key=failures.count)
     return render("partials/timeline.html", messages, status)
 
@@ -131,26 +150,76 @@ def card(photo_id: str):
     return render("partials/card.html", photo=photo, explaining=explaining)
 
 
+def _undo_shelf() -> UndoShelf:
+    return current_app.extensions["privascan_undo"]
+
+
+@bp.record_once
+def _install_undo_shelf(state) -> None:
+    state.app.extensions["privascan_undo"] = UndoShelf()
+
+
+@bp.before_app_request
+def _sweep_undo_shelf() -> None:
+    _undo_shelf().sweep()  # a deleted photo never outlives its undo window by more than a request
+
+
 @bp.post("/photos/<photo_id>/delete")
 def delete(photo_id: str):
     photo = _photo_or_404(photo_id)
-    get_store().remove_photo(current_data(), photo.id)
-    return render("partials/timeline.html", [("info", f"Deleted “{photo.name}”.")])
+    data = current_data()
+    lesion = lesion_model.lesion_of(data, photo.id)
+    shelf = _undo_shelf()
+    shelf.put(data.id, photo, lesion.id if lesion else None)
+    get_store().remove_photo(data, photo.id)
+    message = _("Deleted “%(name)s”. Undo is possible for %(seconds)s seconds; after that nothing of it is left on the "
+                "server.", name=photo.name, seconds=number(shelf.seconds))
+    return render("partials/timeline.html", [("info", message, "partials/undo_delete.html")], undo_photo=photo,
+                  undo_seconds=shelf.seconds)
+
+
+@bp.post("/photos/undo-delete")
+def undo_delete():
+    data = current_data()
+    item = _undo_shelf().take(data.id, request.form.get("photo_id", "")) if data is not None else None
+    if item is None:
+        abort(410, description=_("That photo can no longer be brought back: the undo time is over "
+                                 "(or it was replaced by a later delete). Add the photo again if you need it."))
+    photo = item.photo
+    if photo.state in ("queued", "running"):  # its job was dropped with it
+        photo.state, photo.stage = "new", ""
+    try:
+        get_store().add_photo(data, photo)
+    except StoreFull as exc:
+        abort(exc.status, description=_("“%(name)s” could not be brought back: %(reason)s", name=photo.name, reason=translate(exc.message)))
+    message = _("“%(name)s” is back.", name=photo.name)
+    if item.lesion_id:
+        try:
+            lesion = lesion_model.add_to_lesion(get_store(), data, item.lesion_id, photo.id)
+            message = _("“%(name)s” is back. It is back in “%(lesion)s”.", name=photo.name, lesion=lesion.name)
+        except LesionError:
+            message = _("“%(name)s” is back. Its lesion no longer exists, so it is on its own.", name=photo.name)
+    return render("partials/timeline.html", [("success", message)], undo_photo=None)
 
 
 @bp.post("/photos/<photo_id>/date")
 def change_date(photo_id: str):
     photo = _photo_or_404(photo_id)
+    sent = request.form.get("taken_on", "").strip()
+    if not sent:
+        abort(400, description=_("“%(name)s”: the date taken was empty, so it was not changed. Please enter a date.", name=photo.name))
     try:
-        new_date = dt.date.fromisoformat(request.form.get("taken_on", ""))
+        new_date = dt.date.fromisoformat(sent)
     except ValueError:
-        abort(400, description="Please enter a date as year-month-day.")
-    if new_date > dt.date.today() + dt.timedelta(days=1) or new_date.year < 1900:
-        abort(400, description="That date is in the future or too far in the past.")
+        abort(400, description=_("“%(name)s”: please enter the date taken as year-month-day.", name=photo.name))
+    # The user's today, in their time zone: past midnight there, it is already tomorrow on the server's UTC.
+    if new_date > user_today() or new_date.year < 1900:
+        abort(400, description=_("“%(name)s”: %(day)s is in the future or too far in the past.", name=photo.name,
+                                 day=long_date(new_date)))
     data = current_data()
-    get_store().update_photo(data.id, photo.id, secret=data.secret, taken_on=new_date, date_source="set by you")
-    photo.taken_on, photo.date_source = new_date, "set by you"  # this request's copy (the Redis store's is separate)
-    return render("partials/timeline.html", [("info", f"Moved “{photo.name}” to {new_date:%d %B %Y}.")])
+    get_store().update_photo(data.id, photo.id, secret=data.secret, taken_on=new_date, date_source=SET_BY_YOU)
+    photo.taken_on, photo.date_source = new_date, SET_BY_YOU  # this request's copy (the Redis store's is separate)
+    return render("partials/timeline.html", [("info", _("Moved “%(name)s” to %(day)s.", name=photo.name, day=long_date(new_date)))])
 
 
 @bp.post("/session/clear")
@@ -158,12 +227,13 @@ def clear():
     data = current_data()
     if data is not None:
         get_store().delete(data.id)
+        _undo_shelf().drop(data.id)
     session.pop("store_id", None)
     session.pop("started", None)
     # A new cookie value too: the old one, replayed, now finds nothing at all.
     current_app.session_interface.regenerate(session)
     g.store_data = None
-    return render("partials/timeline.html", [("success", "Everything in this session was deleted from the server.")])
+    return render("partials/timeline.html", [("success", _("Everything in this session was deleted from the server."))])
 
 
 @bp.post("/photos/<photo_id>/analyze")
@@ -185,7 +255,7 @@ def analyse_all():
     data = current_data()
     waiting = [p for p in data.photos.values() if p.state in ("new", "error")] if data else []
     if not waiting:
-        return render("partials/timeline.html", [("info", "There is no photo waiting to be analysed.")])
+        return render("partials/timeline.html", [("info", _("There is no photo waiting to be analysed."))])
     queued = 0
     try:
         for photo in waiting:
@@ -196,8 +266,10 @@ def analyse_all():
     except (QueueFull, StoreFull) as exc:
         if not queued:
             abort(getattr(exc, "status", 503), description=exc.message)
-        return render("partials/timeline.html", [("info", f"Queued {queued} photos; {exc.message}")])
-    return render("partials/timeline.html", [("success", f"Queued {queued} photo{'s' if queued != 1 else ''} for analysis.")])
+        return render("partials/timeline.html", [("info", ngettext("Queued %(num)d photo; %(reason)s", "Queued %(num)d photos; %(reason)s",
+                                                                   queued, reason=translate(exc.message)))])
+    return render("partials/timeline.html", [("success", ngettext("Queued %(num)d photo for analysis.",
+                                                                  "Queued %(num)d photos for analysis.", queued))])
 
 
 @bp.post("/photos/<photo_id>/explain/<condition_id>")
@@ -206,7 +278,7 @@ def explain(photo_id: str, condition_id: str):
     photo = _photo_or_404(photo_id)
     scores = photo.result.scores_for(use_adapter()) if photo.result is not None and photo.result.analysed else None
     if scores is None or condition_id not in scores.condition_ids:
-        abort(404, description="That condition is not part of this photo's result.")
+        abort(404, description=_("That condition is not part of this photo's result."))
     try:
         queue_extra_heatmap(current_data(), photo, settings(), condition_id)
     except NotReady as exc:
@@ -216,10 +288,16 @@ def explain(photo_id: str, condition_id: str):
     return render("partials/card.html", photo=photo, explaining=condition_id)
 
 
+@bp.post("/photos/<photo_id>/explain")
+def explain_chosen(photo_id: str):
+    """The same, for a condition picked from the list under the ranking."""
+    return explain(photo_id, request.form.get("condition_id", ""))
+
+
 # -- pictures (all from memory, never cached by the browser) ------------------
 def _image_response(data: bytes, mimetype: str) -> Response:
     if not data:
-        abort(404, description="That picture is not available.")
+        abort(404, description=_("That picture is not available."))
     return Response(data, mimetype=mimetype)
 
 
@@ -241,7 +319,7 @@ def full_photo(photo_id: str):
 def _result_of_version(photo_id: str, version: str):
     result = _photo_or_404(photo_id).result
     if result is None or result.version != version:
-        abort(404, description="That picture belongs to an earlier analysis of this photo.")
+        abort(404, description=_("That picture belongs to an earlier analysis of this photo."))
     return result
 
 
@@ -290,6 +368,6 @@ def located(photo_id: str):
     photo = _photo_or_404(photo_id)
     result = photo.result
     if result is None:
-        abort(404, description="This photo has not been analysed yet.")
+        abort(404, description=_("This photo has not been analysed yet."))
     box = result.detection.box if result.detection else None
     return _image_response(boxed_photo_jpeg(open_clean(photo.jpeg), box, result.crop_region), "image/jpeg")

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import io
 import json
 
 from flask import Blueprint, Response, abort, render_template, request
+from flask_babel import gettext as _
 
 from .. import lesions as lesion_model
 from ..fhir_export import ExportError, export_bundle
 from ..lesions import LesionError
+from ..local_time import user_now, zone_label
 from ..sessions import current_data
 from .common import page_context
 from .results import comparison, report_item, session_summary
@@ -22,14 +23,14 @@ bp = Blueprint("reports", __name__)
 def _data():
     data = current_data()
     if data is None or not data.photos:
-        abort(409, description="This session holds no photo yet, so there is nothing to report or export. Add and analyse a photo first.")
+        abort(409, description=_("This session holds no photo yet, so there is nothing to report or export. Add and analyse a photo first."))
     return data
 
 
 def _photo(data, photo_id: str):
     photo = data.photos.get(photo_id)
     if photo is None:
-        abort(404, description="That photo is not in your session (it may have been deleted, or your session ended).")
+        abort(404, description=_("That photo is not in your session (it may have been deleted, or your session ended)."))
     return photo
 
 
@@ -45,7 +46,7 @@ def _analysed(photos):
 
 
 def _stamp() -> str:
-    return dt.datetime.now().strftime("%Y%m%d-%H%M")
+    return user_now().strftime("%Y%m%d-%H%M")
 
 
 def _download(body: bytes | str, mimetype: str, filename: str) -> Response:
@@ -57,7 +58,7 @@ def _download(body: bytes | str, mimetype: str, filename: str) -> Response:
 def _report(title: str, photos, lesion=None, columns=None, summary=None):
     return render_template(
         "report.html", **page_context(), report_title=title, photos=photos, items=[report_item(p) for p in photos],
-        lesion=lesion, columns=columns, summary=summary, generated=dt.datetime.now(),
+        lesion=lesion, columns=columns, summary=summary, generated=user_now(),
     )
 
 
@@ -65,7 +66,7 @@ def _report(title: str, photos, lesion=None, columns=None, summary=None):
 def session_report():
     data = _data()
     summary = session_summary(data)
-    return _report("Session report", [photo for photo, _ in summary.rows], summary=summary)
+    return _report(_("Session report"), [photo for photo, _summary in summary.rows], summary=summary)
 
 
 @bp.get("/report/photos/<photo_id>")
@@ -73,8 +74,8 @@ def photo_report(photo_id: str):
     data = _data()
     photo = _photo(data, photo_id)
     if not _analysed([photo]):
-        abort(409, description=f"“{photo.name}” has not been analysed yet, so there is no report. Analyse it first.")
-    return _report(f"Report: {photo.name}", [photo])
+        abort(409, description=_("“%(name)s” has not been analysed yet, so there is no report. Analyse it first.", name=photo.name))
+    return _report(_("Report: %(name)s", name=photo.name), [photo])
 
 
 @bp.get("/report/lesions/<lesion_id>")
@@ -82,14 +83,14 @@ def lesion_report(lesion_id: str):
     data = _data()
     lesion = _lesion(data, lesion_id)
     photos = lesion_model.photos_in_date_order(data, lesion)
-    return _report(f"Lesion report: {lesion.name}", photos, lesion=lesion, columns=comparison(data, lesion))
+    return _report(_("Lesion report: %(name)s", name=lesion.name), photos, lesion=lesion, columns=comparison(data, lesion))
 
 
 # -- FHIR ------------------------------------------------------------------------------------
-def _fhir(photos, what: str) -> Response:
+def _fhir(photos, nothing_analysed: str) -> Response:
     analysed = _analysed(photos)
     if not analysed:
-        abort(409, description=f"{what} has no analysed photo yet, so there is nothing to export. Analyse a photo first.")
+        abort(409, description=nothing_analysed)
     try:
         bundle = export_bundle([report_item(p) for p in analysed], include_crop=request.args.get("crop") == "1")
     except ExportError as exc:
@@ -100,19 +101,22 @@ def _fhir(photos, what: str) -> Response:
 
 @bp.get("/export/session.fhir.json")
 def session_fhir():
-    return _fhir(list(_data().photos.values()), "This session")
+    return _fhir(list(_data().photos.values()),
+                 _("This session has no analysed photo yet, so there is nothing to export. Analyse a photo first."))
 
 
 @bp.get("/export/photos/<photo_id>.fhir.json")
 def photo_fhir(photo_id: str):
     data = _data()
-    return _fhir([_photo(data, photo_id)], "This photo")
+    return _fhir([_photo(data, photo_id)],
+                 _("This photo has not been analysed yet, so there is nothing to export. Analyse it first."))
 
 
 @bp.get("/export/lesions/<lesion_id>.fhir.json")
 def lesion_fhir(lesion_id: str):
     data = _data()
-    return _fhir(lesion_model.photos_in_date_order(data, _lesion(data, lesion_id)), "This lesion")
+    return _fhir(lesion_model.photos_in_date_order(data, _lesion(data, lesion_id)),
+                 _("This lesion has no analysed photo yet, so there is nothing to export. Analyse a photo first."))
 
 
 # -- CSV and JSON of the session's results ----------------------------------------------------
@@ -123,7 +127,7 @@ COLUMNS = ("photo", "date_taken", "lesion", "body_site", "body_site_snomed_ct", 
 
 def result_rows(data) -> list[dict]:
     rows = []
-    for photo, _ in session_summary(data).rows:
+    for photo, _summary in session_summary(data).rows:
         item = report_item(photo, data)
         summary = item.summary
         top = summary.top + [(None, None, False)] * (3 - len(summary.top))
@@ -175,7 +179,8 @@ def session_csv():
 def session_json():
     data = _data()
     body = {
-        "generated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "generated": user_now().isoformat(timespec="seconds"),
+        "time_zone": zone_label(),
         "photos": result_rows(data),
         "lesions": [
             {"name": lesion.name, "body_site": lesion.site.label if lesion.site else "",

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from flask import current_app
 
 from .. import lesions as lesion_model
+from ..bank_i18n import localized_app
 from ..body_sites import BODY_SITES
 from ..fhir_export import Provenance, ReportItem
 from ..lesion_metrics import ChangeThresholds, compare, measure_region
@@ -53,7 +54,7 @@ def summary_of(photo) -> ResultSummary:
 
 def provenance_of(result) -> Provenance:
     registry = _registry()
-    clinical_app = registry.app(result.app_name)
+    clinical_app = localized_app(registry.app(result.app_name))
     bank = bank_for(clinical_app)
     classifier = registry.classifiers[clinical_app.classifier]
     return Provenance(
