@@ -91,11 +91,10 @@ class ModelManager:
 
     def _load(self, name: str, classifier) -> None:
         started = time.perf_counter()
-        pairs = self._pairs_default_first(name)
+        pairs = self.pairs_default_first(name)
         self._set(name, state="loading", message="Loading the model (step 1: reading its weights)…", advice="",
                   step=1, steps=1 + (1 if isinstance(classifier, PreparesBanks) and pairs else 0), started_at=time.time())
         try:
-            pairs = self.pairs_default_first(name)
             if isinstance(classifier, ExpectsBanks) and isinstance(classifier, PreparesBanks):
                 # With every pair's embeddings in the cache the text tower is never loaded,
                 # and each prepare() below only finds what load() read.
