@@ -199,7 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         if problem:
             say(problem)
             return 2
-    env = server_environment()
+    # The normal visitors all come from 127.0.0.1, each as fast as it can: the per-client rate
+    # limit (webapp/rate_limit.py) would count them as one client and answer 429.
+    env = server_environment(PRIVASCAN_RATE_LIMIT_ENABLED="0")
     prepare_first_run_caches(env)
     upstream = free_port()
     server = subprocess.Popen(gunicorn_command(upstream, *args.gunicorn_arg), cwd=REPO, env=env,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.helpers import Browser
+
 from webapp.models import ModelStatus
 
 
@@ -54,10 +56,12 @@ def test_readyz_says_why_a_model_is_unavailable(app_factory):
 
 def test_probes_answer_when_the_visitor_table_is_full(app_factory):
     app = app_factory(LOAD_MODELS_AT_START=False, MAX_VISITORS=1, MAX_SESSIONS=1)
-    first = app.test_client()
-    assert first.get("/").status_code == 200  # takes the only visitor entry
-    newcomer = app.test_client()
-    assert newcomer.get("/").status_code == 503  # a person is told "busy"
+    first = Browser(app.test_client())
+    assert first.post("/settings", data={"app": "dermatology"}).status_code == 200  # takes the only visitor entry
+    newcomer = Browser(app.test_client())
+    # A person who would store something is told "busy" (reading pages needs no entry: issue 13).
+    assert newcomer.post("/settings", data={"app": "dermatology"}).status_code == 503
+    newcomer = newcomer.client
     assert newcomer.get("/healthz").status_code == 200  # the probe is not
     assert newcomer.get("/readyz").status_code == 503 and newcomer.get("/readyz").get_json()["ready"] is False
 
