@@ -34,15 +34,18 @@ def test_the_zone_is_remembered_for_plain_links_and_exports_use_it(app_factory):
     browser = Browser(app.test_client())
     bank = app.extensions["privascan_registry"].banks["dermatology"]
     form = {f"threshold_{c.id}": "0" if c.id == "melanoma" else "1" for c in bank.conditions}
-    # Sent once with an htmx request, then used by a plain GET (a download link sends no header).
-    response = browser.client.post("/live/thresholds", data=form, headers={**browser.headers(), "X-Time-Zone": "Asia/Kolkata"})
+    response = browser.post("/live/thresholds", data=form)
     assert response.status_code == 200
     assert "Melanoma 0 (0 %)" in words(response)
     assert browser.post("/live/start").status_code == 200
     from tests.test_live import frame_jpeg, post_frame
 
+    # The frames carry the zone, as live.js sends them; then a plain GET (a download link sends no header) uses it.
+    plain_headers = browser.headers
+    browser.headers = lambda htmx=True: {**plain_headers(htmx), "X-Time-Zone": "Asia/Kolkata"}
     for seed in range(3):
         assert post_frame(browser, frame_jpeg(seed)).status_code == 200
+    browser.headers = plain_headers
     rows = list(csv.DictReader(io.StringIO(browser.get("/live/log.csv", htmx=False).get_data(as_text=True))))
     assert rows and rows[0]["time_zone"] == "Asia/Kolkata" and rows[0]["raised_at"].endswith("+05:30")
     assert rows[0]["frames"] == "3" and "over the last 3 frames" in rows[0]["explanation"]

@@ -29,6 +29,18 @@ class Shelved:
     until: float
 
 
+def _value(photo: Photo, field: dataclasses.Field):
+    """A field of the photo; one a store does not keep (the scale-out store's photo) gets its default."""
+    try:
+        return getattr(photo, field.name)
+    except AttributeError:
+        if field.default is not dataclasses.MISSING:
+            return field.default
+        if field.default_factory is not dataclasses.MISSING:
+            return field.default_factory()
+        raise
+
+
 class UndoShelf:
     def __init__(self, seconds: float = UNDO_SECONDS, clock=time.monotonic):
         self.seconds = seconds
@@ -38,7 +50,7 @@ class UndoShelf:
 
     def put(self, store_id: str, photo: Photo, lesion_id: str | None) -> None:
         # A plain copy: the scale-out store's photo loads its bytes lazily, which fails once deleted.
-        copy = Photo(**{field.name: getattr(photo, field.name) for field in dataclasses.fields(Photo)})
+        copy = Photo(**{field.name: _value(photo, field) for field in dataclasses.fields(Photo)})
         with self._lock:
             self._items[store_id] = Shelved(copy, lesion_id, self._clock() + self.seconds)
 
