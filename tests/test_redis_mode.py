@@ -91,7 +91,7 @@ def test_date_changes_are_kept_in_redis(tiny_model_dir, redis_url):
     browser.upload((photo_bytes(4), "a.jpg"))
     (photo_id,) = browser.photo_ids()
     assert browser.post(f"/photos/{photo_id}/date", data={"taken_on": "2023-05-06"}).status_code == 200
-    assert "06 May 2023" in browser.get("/", htmx=False).get_data(as_text=True)
+    assert "Saturday 6 May 2023" in browser.get("/", htmx=False).get_data(as_text=True)
 
 
 def test_redis_lost_while_running_is_a_503_and_recovers(tiny_model_dir):

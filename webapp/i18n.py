@@ -175,6 +175,8 @@ def signed(value: float, digits: int = 0) -> str:
 
 def significant(value: float, digits: int = 3) -> str:
     """At most ``digits`` significant digits, as ``%.3g`` but in the request's locale."""
+    if value == 0:
+        return format_decimal(0, locale=current_locale())  # Babel's "@##" pattern writes zero as "0.0"; %g says "0"
     return format_decimal(value, format="@" + "#" * (digits - 1), locale=current_locale())
 
 
