@@ -152,6 +152,7 @@ def _unloaded_photo(meta: dict) -> RedisPhoto:
         setattr(photo, name, meta.get(name, ""))  # source_digest: absent in photos stored before it existed
     for slot in ("_jpeg", "_thumbnail", "_result", "_extra_heatmaps"):
         photo.__dict__[slot] = _UNLOADED
+    photo.pending = {}  # room claims live in Redis (RedisSessionStore.claim_room), not on the photo
     return photo
 
 
