@@ -58,7 +58,7 @@ from liveserver import (
     wait_until_ready,
 )
 
-MESSAGE = re.compile(r'<p class="message[^"]*">(.*?)</p>', re.S)
+MESSAGE = re.compile(r'<span class="message-text">(.*?)</span>', re.S)
 
 
 def grey_png_48mp() -> bytes:

@@ -133,7 +133,7 @@ def test_an_int8_app_analyses_with_a_heatmap(app_factory):
 
     app = app_factory(INT8=True)
     status = app.extensions["privascan_models"].status("medsiglip")
-    assert status.ready and ", int8" in status.message
+    assert status.ready and ", int8" in status.detail  # the technical details of the status line
     browser = Browser(app.test_client())
     browser.upload((photo_bytes(80), "lesion.jpg"))
     photo_id = browser.photo_ids()[0]

@@ -137,5 +137,5 @@ def test_decodes_in_flight_count_in_the_caps(app_factory):
         assert data.size_bytes == store.max_bytes - 1000 and store.total_bytes() == data.size_bytes
         refused = browser.upload((photo_bytes(18), "b.jpg"))
         assert refused.status_code == 413
-        assert "decoding this photo would need about" in words(refused)
+        assert "Decoding this photo would need about" in words(refused)
     assert browser.upload((photo_bytes(18), "b.jpg")).status_code == 200  # the room is back afterwards

@@ -15,7 +15,7 @@ import sys
 from .config import config_from_environment
 from .plugins import make_plugin_manager
 
-COMMANDS = ("new_plugin", "evaluate", "adapt", "analyse", "worker", "prepare")
+COMMANDS = ("new_plugin", "evaluate", "adapt", "analyse", "worker", "prepare", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:
