@@ -200,20 +200,32 @@ def test_on_a_phone_the_alert_is_in_view_while_scanning_and_the_table_fits(serve
         page.reload()
         page.locator("#live-start").click()
         alert = page.locator("#live-result .live-alert").first
-        expect(alert).to_be_visible()
+        expect(alert).to_be_visible(timeout=TIMEOUT_MS)
         box = alert.bounding_box()
         assert box["y"] < 844, box  # in view without scrolling, while the camera runs
         video = page.locator("#live-video").bounding_box()
         assert video["height"] <= 0.4 * 844, video
         table = page.locator("table.live-scores")
         expect(table).to_be_visible()
-        assert table.evaluate("t => t.scrollWidth <= t.clientWidth + 1"), "the table is wider than its box"
-        for header in table.locator("thead th").all():
-            cell = header.bounding_box()
-            assert cell["x"] >= 0 and cell["x"] + cell["width"] <= 390 + 0.5, header.inner_text()
-            assert header.evaluate("th => th.scrollWidth <= th.clientWidth + 1"), header.inner_text()
+        # Measured in one step inside the page: each new frame swaps the table, so element
+        # handles taken one by one can point at a table that is already gone.
+        measured = page.evaluate("""() => {
+            const table = document.querySelector("table.live-scores");
+            return {fits: table.scrollWidth <= table.clientWidth + 1,
+                    headers: [...table.querySelectorAll("thead th")].map((th) => {
+                        const box = th.getBoundingClientRect();
+                        return {text: th.innerText, x: box.x, width: box.width, height: box.height,
+                                fits: th.scrollWidth <= th.clientWidth + 1,
+                                line: parseFloat(getComputedStyle(th).lineHeight) || 20};
+                    })};
+        }""")
+        assert measured["fits"], "the table is wider than its box"
+        assert measured["headers"]
+        for cell in measured["headers"]:
+            assert cell["x"] >= 0 and cell["x"] + cell["width"] <= 390 + 0.5, cell
+            assert cell["fits"], cell
             # One line each: a heading broken inside a word ("Thresho / ld") is cut too.
-            assert cell["height"] < 2 * float(header.evaluate("th => parseFloat(getComputedStyle(th).lineHeight) || 20")), header.inner_text()
+            assert cell["height"] < 2 * cell["line"], cell
         page.locator("#live-stop").click()
     finally:
         context.close()
