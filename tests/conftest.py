@@ -13,7 +13,7 @@ import pytest
 
 from plugins.medsiglip.tiny_model import build_tiny_siglip
 from tests.helpers import *  # noqa: F401,F403  (re-exported for modules that still import from conftest)
-from tests.helpers import NCI_PHOTO, Browser, make_app
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS, NCI_PHOTO, Browser, make_app
 
 
 def pytest_runtest_setup(item):
@@ -53,6 +53,16 @@ def app_factory(tiny_model_dir):
     yield factory
     for each in made:
         each.extensions["privascan_worker"].stop()
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """Debian's Chromium driven by Playwright, one per module (never a downloaded browser)."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
 
 
 @pytest.fixture(scope="session")

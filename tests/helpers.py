@@ -151,6 +151,16 @@ def jpeg_bytes(width: int = 320, height: int = 240, colour=(200, 150, 120), **sa
     return buffer.getvalue()
 
 
+def gate_sized_photo_bytes(seed: int, fmt: str = "JPEG") -> bytes:
+    """An 800x600 synthetic lesion photo: large enough for the quality gate (its crop region is 224 px or more)."""
+    from tests.synthetic import make_lesion_photo
+
+    image, _ = make_lesion_photo(seed, width=800, height=600)
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
 def photo_bytes(seed: int = 0, fmt: str = "JPEG", **save) -> bytes:
     """A synthetic lesion photo, encoded; different seeds give different (non-duplicate) photos."""
     from tests.synthetic import make_lesion_photo

@@ -14,7 +14,6 @@ by hand and listed in docs/accessibility.md.
 
 from __future__ import annotations
 
-import io
 import json
 import re
 
@@ -29,20 +28,12 @@ AXE = REPO / "node_modules" / "axe-core" / "axe.min.js"
 if not AXE.exists():
     pytest.skip(f"axe-core is not installed ({AXE}); `make test` (npm ci) installs it", allow_module_level=True)
 
-from tests.helpers import CHROMIUM_ARGS, make_app, serving  # noqa: E402
-from tests.synthetic import make_lesion_photo  # noqa: E402
+from tests.helpers import gate_sized_photo_bytes as photo_bytes, make_app, serving  # noqa: E402
 
 TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa", "best-practice"]
 DESKTOP = {"viewport": {"width": 1366, "height": 900}}
 PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
 RESULTS: dict[str, dict[str, int]] = {}
-
-
-def photo_bytes(seed: int) -> bytes:
-    image, _ = make_lesion_photo(seed, width=800, height=600)
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG")
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -51,14 +42,6 @@ def server(tiny_model_dir):
     app.config["DEMO_MODEL"] = True  # the banner is part of every page in demo mode: scan it too
     with serving(app, "axe-test-server") as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -25,8 +25,7 @@ if not CHROMIUM.exists():
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
 expect = sync_api.expect
 
-from tests.helpers import CHROMIUM_ARGS, make_app, serving  # noqa: E402
-from tests.synthetic import make_lesion_photo  # noqa: E402
+from tests.helpers import gate_sized_photo_bytes as photo_bytes, make_app, serving  # noqa: E402
 
 TIMEOUT_MS = 15_000
 
@@ -39,26 +38,10 @@ document.addEventListener("securitypolicyviolation", (event) => {
 """
 
 
-def photo_bytes(seed: int, fmt: str = "JPEG") -> bytes:
-    # Large enough for the quality gate's resolution check (the crop region must be 224 px or more).
-    image, _ = make_lesion_photo(seed, width=800, height=600)
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt)
-    return buffer.getvalue()
-
-
 @pytest.fixture(scope="module")
 def server(tiny_model_dir):
     with serving(make_app(tiny_model_dir, SESSION_COOKIE_SECURE=False), "browser-test-server") as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ if not CHROMIUM.exists():
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
 expect = sync_api.expect
 
-from tests.helpers import CHROMIUM_ARGS, make_app, photo_bytes, serving  # noqa: E402
+from tests.helpers import make_app, photo_bytes, serving  # noqa: E402
 
 TIMEOUT_MS = 15_000
 
@@ -24,14 +24,6 @@ TIMEOUT_MS = 15_000
 def server(tiny_model_dir):
     with serving(make_app(tiny_model_dir, SESSION_COOKIE_SECURE=False), "i18n-browser-test-server") as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def open_page(chromium, server, locale: str):

@@ -10,7 +10,6 @@ the last test checks that it stayed empty.
 from __future__ import annotations
 
 import datetime as dt
-import io
 import re
 import time
 from zoneinfo import ZoneInfo
@@ -23,8 +22,7 @@ if not CHROMIUM.exists():
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
 expect = sync_api.expect
 
-from tests.helpers import CHROMIUM_ARGS, make_app, serving  # noqa: E402
-from tests.synthetic import make_lesion_photo  # noqa: E402
+from tests.helpers import gate_sized_photo_bytes as photo_bytes, make_app, serving  # noqa: E402
 
 TIMEOUT_MS = 15_000
 DESKTOP = {"viewport": {"width": 1366, "height": 900}}
@@ -35,13 +33,6 @@ document.addEventListener("securitypolicyviolation", (event) => {
   window.__privascanCsp(`${event.violatedDirective} blocked ${event.blockedURI || "inline"} in ${event.sourceFile || "page"}`);
 }, true);
 """
-
-
-def photo_bytes(seed: int) -> bytes:
-    image, _ = make_lesion_photo(seed, width=800, height=600)
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG")
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -55,14 +46,6 @@ def app(tiny_model_dir):
 def server(app):
     with serving(app, "ux-browser-test-server") as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")
