@@ -24,6 +24,15 @@ def _number(name: str, default: float) -> float:
     return float(value) if value not in (None, "") else default
 
 
+def _live_batch(value: str) -> str | int:
+    value = value.strip().lower() or "auto"
+    if value == "auto":
+        return value
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"PRIVASCAN_LIVE_BATCH must be 'auto' or a whole number of frames from 1; got {value!r}")
+    return int(value)
+
+
 def _api_key_hashes() -> tuple[bytes, ...]:
     from .api_access import key_hashes
 
@@ -105,6 +114,9 @@ def config_from_environment() -> dict:
         "LIVE_NEEDED": int(_number("PRIVASCAN_LIVE_NEEDED", 3)),
         "LIVE_GAP": _number("PRIVASCAN_LIVE_GAP", 0.05),
         "LIVE_LOG_LIMIT": int(_number("PRIVASCAN_LIVE_LOG_LIMIT", 500)),  # alerts kept per session
+        # Waiting live frames of any sessions classified in one forward: "auto" batches on a GPU only
+        # (webapp.jobs.live_batch_limit), a number sets the most per batch (1: never batch).
+        "LIVE_BATCH": _live_batch(os.environ.get("PRIVASCAN_LIVE_BATCH", "auto")),
         # Cosine similarity of two crops' image embeddings from which "same lesion?" is asked (docs/lesions.md).
         "SAME_LESION_SIMILARITY": _number("PRIVASCAN_SAME_LESION_SIMILARITY", 0.90),
         # Per client address (webapp/rate_limit.py): every request, and those that decode or analyse an image.

@@ -299,6 +299,23 @@ class Classifier(Protocol):
 
 
 @runtime_checkable
+class EmbedsCrops(Protocol):
+    """Optional for classifiers: the image embedding and the scoring as two steps.
+
+    One ``embed_crops`` call over several crops is one batched vision forward
+    (live frames of several sessions; an adapter reads the embeddings), and
+    ``scores_from_embeddings`` scores rows of it against any bank without a
+    second pass. A classifier without them is asked ``classify`` crop by crop.
+    """
+
+    def embed_crops(self, crops: Sequence[Image.Image]):
+        """Image embeddings (one row per crop, in order) from one forward pass."""
+
+    def scores_from_embeddings(self, image_features, bank: PromptBank, template_set: TemplateSet) -> list[Scores]:
+        """Scores of each embedding row against the bank's conditions (no vision pass)."""
+
+
+@runtime_checkable
 class Explainer(Protocol):
     name: str
     explains: str  # the name of the classifier whose scores it explains (checked at start-up)

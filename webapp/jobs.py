@@ -24,12 +24,12 @@ from .i18n import N_, Message, translate
 from .images import open_clean
 from .interfaces import ClinicalApp
 from .pipeline import (
-    AnalysisResult, FrameAnalysis, Heatmap, analyse_frame, analyse_image, crop_size, explain_condition, explain_jpeg_crop,
+    AnalysisResult, FrameAnalysis, Heatmap, analyse_frame, analyse_frames, analyse_image, crop_size, explain_condition, explain_jpeg_crop,
     heatmap_allowance, result_allowance,
 )
 from .plugins import Registry
 from .store import Photo, SessionData
-from .worker import InferenceWorker, Job, QueueFull
+from .worker import Batchable, InferenceWorker, Job, QueueFull
 
 log = logging.getLogger(__name__)
 
@@ -237,16 +237,18 @@ def _report_failure(update: Callable[..., Any]) -> None:
 
 
 # -- work a request waits for ----------------------------------------------------
-def _wait(clinical_app: ClinicalApp, work: Callable[[ClinicalApp, Registry], Any], timeout: float) -> Any:
+def _wait(clinical_app: ClinicalApp, work: Callable[[ClinicalApp, Registry], Any], timeout: float,
+          batch: Batchable | None = None) -> Any:
     """Run ``work(clinical_app, registry)`` on the worker and wait up to ``timeout`` seconds.
 
     The caller's data (an image, a frame, a crop) travels inside ``work`` and
     is dropped by the worker once it has run. On timeout the job is
     cancelled, so a job nobody waits for any more never runs, and
     WorkerTimeout is raised (a job already running finishes, unread).
+    ``batch``: how the worker may run it together with other waiting jobs.
     """
     registry = current_app.extensions["privascan_registry"]
-    handle = _worker().submit(Job(("wait", secrets.token_hex(8)), partial(work, clinical_app, registry)))
+    handle = _worker().submit(Job(("wait", secrets.token_hex(8)), partial(work, clinical_app, registry), batch=batch))
     try:
         return handle.result(timeout)
     except TimeoutError:
@@ -271,8 +273,37 @@ def _analyse_given_image(image, template_set_id, explain, use_adapter, analyse_a
 
 
 def analyse_live_frame(image: Image.Image, settings: dict, timeout: float) -> tuple[ClinicalApp, FrameAnalysis]:
+    """One live frame, waited for; it may share its vision forward with other sessions' waiting frames."""
     clinical_app = ready_clinical_app(settings)
-    return clinical_app, _wait(clinical_app, partial(analyse_frame, image, settings.get("template_set")), timeout)
+    template_set_id = settings.get("template_set")
+    limit = live_batch_limit(current_app.config, current_app.extensions["privascan_registry"].classifiers[clinical_app.classifier])
+    batch = None
+    if limit > 1:
+        run = partial(_analyse_frames, clinical_app, current_app.extensions["privascan_registry"])
+        batch = Batchable(group=("frames", clinical_app.name), item=(image, template_set_id), run=run, limit=limit)
+    return clinical_app, _wait(clinical_app, partial(analyse_frame, image, template_set_id), timeout, batch=batch)
+
+
+def _analyse_frames(clinical_app: ClinicalApp, registry: Registry, frames: list) -> list[FrameAnalysis]:
+    return analyse_frames(frames, clinical_app, registry)
+
+
+LIVE_BATCH_ON_GPU = 8
+
+
+def live_batch_limit(config, classifier) -> int:
+    """How many waiting live frames (of any sessions) the worker classifies in one forward.
+
+    PRIVASCAN_LIVE_BATCH sets it; by default ("auto") frames are batched on
+    a GPU only, where eight frames cost little more than one. On a CPU a
+    batch costs the sum of its frames (``python -m bench.pipeline`` measures
+    it on the host), so batching would only make the first frame wait for
+    the others.
+    """
+    setting = config.get("LIVE_BATCH", "auto")
+    if setting != "auto":
+        return max(1, int(setting))
+    return LIVE_BATCH_ON_GPU if getattr(classifier, "device", None) == "cuda" else 1
 
 
 def explain_live_crop(crop_jpeg: bytes, template_set_id: str | None, condition_id: str | None,

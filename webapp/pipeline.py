@@ -14,7 +14,7 @@ import dataclasses
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 from flask_babel import gettext
 from PIL import Image
@@ -23,7 +23,7 @@ from .calibration import calibrated_scores
 from .cropping import square_crop
 from .i18n import N_, Message
 from .images import MIN_ANALYSABLE_SIDE, encode_jpeg, open_clean
-from .interfaces import CANT_ASSESS, Box, ClinicalApp, Detection, PromptBank, Scores, TemplateSet
+from .interfaces import CANT_ASSESS, Box, ClinicalApp, Detection, EmbedsCrops, PromptBank, Scores, TemplateSet
 from .interpret import Triage, interpret, triage
 from .plugins import Registry
 from .quality import QualityReport, assess_quality
@@ -173,6 +173,49 @@ def analyse_image(
     the adapter scores the crop's embedding and the same pass's zero-shot
     scores are kept beside them.
     """
+    gated = _locate_crop_and_gate(image, clinical_app, registry, template_set_id, on_stage, use_adapter, analyse_anyway)
+    if isinstance(gated, AnalysisResult):
+        return gated  # refused by a gate: nothing was classified
+    result, clock, adapter = gated.result, gated.clock, gated.adapter
+    classifier = registry.classifiers[clinical_app.classifier]
+    explainer = registry.explainers.get(clinical_app.explainer) if (explain and clinical_app.explainer) else None
+    if explainer is not None:
+        with clock.stage("classify_and_explain", Message(N_("classifying and explaining"))):
+            explanation = _explain(explainer, classifier, gated.crop, gated.bank, gated.template_set, None, adapter)
+        result.scores = explanation.scores
+        result.zero_shot_scores = explanation.zero_shot_scores
+        if adapter is not None and result.zero_shot_scores is None:
+            # An explainer that cannot explain an adapter: its heatmap and scores are zero-shot,
+            # and the adapter scores the same crop from a second vision pass.
+            result.zero_shot_scores = explanation.scores
+            with clock.stage("adapter", Message(N_("scoring with the clinic's adapter"))):
+                result.scores = _adapter_scores(classifier, gated.crop, adapter)
+        result.heatmap_condition_id = explanation.condition_id
+        with clock.stage("render", Message(N_("drawing the heatmap"))):
+            result.heatmap_png = heatmap_overlay_png(gated.crop, explanation.heatmap)
+    else:
+        with clock.stage("classify", Message(N_("classifying"))):
+            _classify_together(classifier, [gated])
+    return _conclude(gated, classifier, demo)
+
+
+@dataclass
+class _Gated:
+    """A picture past the gates, cropped and waiting for its classification."""
+
+    result: AnalysisResult
+    crop: Image.Image
+    clock: Stopwatch
+    bank: PromptBank
+    template_set: TemplateSet
+    adapter: object | None  # the clinic's adapter for the bank, when one scores it
+
+
+def _locate_crop_and_gate(
+    image: Image.Image, clinical_app: ClinicalApp, registry: Registry, template_set_id: str | None,
+    on_stage: Callable[[str], None] | None, use_adapter: bool, analyse_anyway: bool,
+) -> AnalysisResult | _Gated:
+    """Every stage before the classifier: the finished "can't assess" result when a gate refuses the picture."""
     bank = registry.banks[clinical_app.bank]
     adapter = registry.adapters.get(bank.name) if use_adapter else None
     template_set = resolve_template_set(bank, template_set_id)
@@ -217,33 +260,35 @@ def analyse_image(
         result.timings = clock.timings
         return result
     result.low_quality = not result.quality.passed
+    return _Gated(result, crop, clock, bank, template_set, adapter)
 
-    classifier = registry.classifiers[clinical_app.classifier]
-    explainer = registry.explainers.get(clinical_app.explainer) if (explain and clinical_app.explainer) else None
-    if explainer is not None:
-        with clock.stage("classify_and_explain", Message(N_("classifying and explaining"))):
-            explanation = _explain(explainer, classifier, crop, bank, template_set, None, adapter)
-        result.scores = explanation.scores
-        result.zero_shot_scores = explanation.zero_shot_scores
-        if adapter is not None and result.zero_shot_scores is None:
-            # An explainer that cannot explain an adapter: its heatmap and scores are zero-shot,
-            # and the adapter scores the same crop from a second vision pass.
-            result.zero_shot_scores = explanation.scores
-            with clock.stage("adapter", Message(N_("scoring with the clinic's adapter"))):
-                result.scores = _adapter_scores(classifier, crop, adapter)
-        result.heatmap_condition_id = explanation.condition_id
-        with clock.stage("render", Message(N_("drawing the heatmap"))):
-            result.heatmap_png = heatmap_overlay_png(crop, explanation.heatmap)
-    elif adapter is not None:
-        with clock.stage("classify", Message(N_("classifying"))):
-            features = classifier.embed_crops([crop])
-            result.zero_shot_scores = classifier.scores_from_embeddings(features, bank, template_set)[0]
-            result.scores = adapter.scores(_numpy(features))[0]
-    else:
-        with clock.stage("classify", Message(N_("classifying"))):
-            result.scores = classifier.classify(crop, bank, template_set)
-    result.adapter = adapter.as_dict() if adapter is not None else None
 
+def _classify_together(classifier, pictures: list[_Gated]) -> None:
+    """Scores (and adapter scores) for pictures past the gates, from one vision forward over all their crops.
+
+    A classifier that exposes its image embeddings (``EmbedsCrops``) embeds
+    the crops as one batch and each picture is scored against its own bank
+    and template set; any other classifier scores them one by one.
+    """
+    if not isinstance(classifier, EmbedsCrops):
+        for picture in pictures:
+            picture.result.scores = classifier.classify(picture.crop, picture.bank, picture.template_set)
+        return
+    features = classifier.embed_crops([picture.crop for picture in pictures])
+    for index, picture in enumerate(pictures):
+        row = features[index:index + 1]
+        zero_shot = classifier.scores_from_embeddings(row, picture.bank, picture.template_set)[0]
+        if picture.adapter is None:
+            picture.result.scores = zero_shot
+        else:
+            picture.result.zero_shot_scores = zero_shot
+            picture.result.scores = picture.adapter.scores(_numpy(row))[0]
+
+
+def _conclude(gated: _Gated, classifier, demo: bool) -> AnalysisResult:
+    """The stages after the classifier: scope gate, calibration, the crop's JPEG and the triage."""
+    result, bank, clock = gated.result, gated.bank, gated.clock
+    result.adapter = gated.adapter.as_dict() if gated.adapter is not None else None
     # Random weights (demo mode, the tests' tiny model) cannot judge scope.
     # The scope prompts are scored zero-shot on the same embedding (an adapter scores conditions only).
     result.scope = judge_scope(result.zero_shot_scores or result.scores, bank, demo=demo or not getattr(classifier, "judges_scope", True))
@@ -255,7 +300,7 @@ def analyse_image(
         result.calibrated = True
 
     with clock.stage("encode", Message(N_("finishing"))):
-        result.crop_jpeg = encode_jpeg(crop, quality=90)
+        result.crop_jpeg = encode_jpeg(gated.crop, quality=90)
     if result.scores is not None:
         result.triage = read(result, bank).triage
     else:
@@ -346,6 +391,7 @@ class FrameAnalysis:
     # "cant-assess" (a gate refused the frame: too dark, blurred, out of scope)
     view: str
     started: float  # perf_counter when the worker began it (the frame's wait is measured against it)
+    batch_size: int = 1  # frames (of any sessions) classified in the same vision forward; 0: refused before it
 
     @property
     def reasons(self) -> list[str]:
@@ -368,17 +414,45 @@ def analyse_frame(
     image: Image.Image, template_set_id: str | None, clinical_app: ClinicalApp, registry: Registry
 ) -> FrameAnalysis:
     """A live camera frame: locate, crop and classify, no heatmap (that is asked for separately)."""
+    return analyse_frames([(image, template_set_id)], clinical_app, registry)[0]
+
+
+def analyse_frames(
+    frames: Sequence[tuple[Image.Image, str | None]], clinical_app: ClinicalApp, registry: Registry
+) -> list[FrameAnalysis]:
+    """Live frames of one clinical app, from any sessions (frame, picture kind): one vision forward for them all.
+
+    Each frame goes through the same gates as a photo: a dark or blurred
+    frame is not classified, so it can raise no alert, and the panel says
+    why. The frames that pass are classified together (on a GPU a batch of
+    eight costs little more than one frame; the worker batches frames only
+    where that pays, see ``webapp.jobs.live_batch_limit``); the classify
+    time each frame reports is the batch's.
+    """
     started = time.perf_counter()
-    # The same gates as a photo, per frame: a dark or blurred frame is not
-    # classified, so it can raise no alert, and the panel says why.
-    result = analyse_image(image, clinical_app, registry, template_set_id=template_set_id, explain=False)
+    gated = [_locate_crop_and_gate(image, clinical_app, registry, template_set_id, None, True, False)
+             for image, template_set_id in frames]
+    waiting = [picture for picture in gated if isinstance(picture, _Gated)]
+    classifier = registry.classifiers[clinical_app.classifier]
+    if waiting:
+        classify_started = time.perf_counter()
+        _classify_together(classifier, waiting)
+        seconds = round(time.perf_counter() - classify_started, 4)
+        for picture in waiting:
+            picture.clock.timings["classify"] = seconds
+    results = [picture if isinstance(picture, AnalysisResult) else _conclude(picture, classifier, demo=False)
+               for picture in gated]
+    classified = {id(picture.result) for picture in waiting}
+    return [FrameAnalysis(result, _view(result), started, batch_size=len(waiting) if id(result) in classified else 0)
+            for result in results]
+
+
+def _view(result: AnalysisResult) -> str:
     if result.nothing_located:
-        view = "nothing"  # said first: pointing the camera at the spot is the first thing to fix
-    elif not result.analysed:
-        view = "too-small" if result.quality is None else "cant-assess"
-    else:
-        view = "finding"
-    return FrameAnalysis(result, view, started)
+        return "nothing"  # said first: pointing the camera at the spot is the first thing to fix
+    if not result.analysed:
+        return "too-small" if result.quality is None else "cant-assess"
+    return "finding"
 
 
 def explain_jpeg_crop(

@@ -10,6 +10,13 @@ There is one kind of job: a key (what the job is about, so the same photo is
 never queued twice and its card can show its place in the queue) and a
 callable that does the work. What the callable does is the business of
 ``webapp.jobs``; the worker only runs it and settles its future.
+
+A job may also say how to run it together with others (``Batchable``: live
+frames of several sessions share one vision forward on a GPU). When the
+worker starts such a job it takes the jobs of the same group still waiting
+behind it, up to the job's limit, and runs them as one batch; nothing waits
+for a batch to fill, so batching adds no latency: it only happens when
+frames queue up while the model is busy.
 """
 
 from __future__ import annotations
@@ -37,12 +44,24 @@ class QueueFull(Exception):
 
 
 @dataclass(eq=False)
+class Batchable:
+    """How a job can run together with other waiting jobs of its ``group`` (the same clinical app's live frames)."""
+
+    group: Hashable
+    item: Any  # this job's part of a batch (a frame and its picture kind)
+    run: Callable[[list], list]  # the items of a batch -> their values, in order
+    limit: int  # at most this many jobs in one batch
+
+
+@dataclass(eq=False)
 class Job:
     """What to run (``work``) and what it is about (``key``); ``future`` receives its value."""
 
     key: Hashable
     work: Callable[[], Any]
     future: Future = field(default_factory=Future)
+    batch: Batchable | None = None
+    taken: bool = False  # already run in an earlier job's batch; skipped when the queue hands it out
 
 
 class JobHandle:
@@ -158,23 +177,43 @@ class InferenceWorker:
             if job is None:
                 self._queue.task_done()
                 return
+            if job.taken:  # it ran in an earlier job's batch
+                self._queue.task_done()
+                continue
             with self._lock:
                 if job in self._pending:
                     self._pending.remove(job)
+                jobs = [job, *self._batch_mates(job)]
                 self.current = job
             try:
-                if job.future.set_running_or_notify_cancel():  # False: its caller gave up waiting
+                # False for a job whose caller gave up waiting: it is not run.
+                running = [each for each in jobs if each.future.set_running_or_notify_cancel()]
+                if len(running) == 1 and running[0] is job:
                     self._settle(job)
+                elif running:
+                    self._settle_batch(running)
             finally:
                 with self._lock:
                     self.current = None
-                # Drop the callable: it holds the caller's data (a frame, a crop),
-                # which must not outlive the job in the worker's last reference.
-                job.work = _done
+                # Drop the callables and batch items: they hold the callers' data (a frame,
+                # a crop), which must not outlive the job in the worker's last reference.
+                for each in jobs:
+                    each.work, each.batch = _done, None
                 # Activations of the job just done sit freed in malloc's heap;
                 # hand them back so memory stays flat between jobs.
                 release_freed_memory()
                 self._queue.task_done()
+
+    def _batch_mates(self, job: Job) -> list[Job]:
+        """The waiting jobs that run in ``job``'s batch, taken out of the queue's order (lock held)."""
+        if job.batch is None or job.batch.limit <= 1:
+            return []
+        mates = [waiting for waiting in self._pending
+                 if waiting.batch is not None and waiting.batch.group == job.batch.group][: job.batch.limit - 1]
+        for mate in mates:
+            self._pending.remove(mate)
+            mate.taken = True
+        return mates
 
     @staticmethod
     def _settle(job: Job) -> None:
@@ -187,6 +226,21 @@ class InferenceWorker:
             job.future.set_exception(exc)
         else:
             job.future.set_result(value)
+
+    @staticmethod
+    def _settle_batch(jobs: list[Job]) -> None:
+        """One run for several jobs (``Batchable.run`` of the first); a failure is every job's failure."""
+        try:
+            values = jobs[0].batch.run([each.batch.item for each in jobs])
+            if len(values) != len(jobs):
+                raise RuntimeError(f"a batch of {len(jobs)} jobs returned {len(values)} values")
+        except Exception as exc:
+            log.debug("a batch of %d inference jobs raised %s", len(jobs), type(exc).__name__)
+            for each in jobs:
+                each.future.set_exception(exc)
+        else:
+            for each, value in zip(jobs, values):
+                each.future.set_result(value)
 
 
 def _done() -> None:

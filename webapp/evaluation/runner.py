@@ -76,6 +76,8 @@ class EmbeddingKeeper:
         )
         self._kept = None
         self.crop = None  # the last classified crop (an arm with its own classifier scores it again)
+        if self.reuses_embeddings:  # only then does the keeper offer embed_crops (webapp.interfaces.EmbedsCrops)
+            self.embed_crops = self._embed_and_keep
 
     def classify(self, crop, bank, template_set):
         self.crop = crop
@@ -84,6 +86,12 @@ class EmbeddingKeeper:
             return self.inner.scores_from_embeddings(self._kept, bank, template_set)[0]
         self._kept = crop
         return self.inner.classify(crop, bank, template_set)
+
+    def _embed_and_keep(self, crops):
+        """``embed_crops`` (the pipeline's path for classifiers that have it): the embedding is kept as in ``classify``."""
+        self.crop = crops[-1]
+        self._kept = self.inner.embed_crops(crops)
+        return self._kept
 
     def rescore(self, bank, template_set):
         """Scores of the last classified crop against another bank or template set."""
