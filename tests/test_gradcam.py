@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 
 import numpy as np
 import pytest
@@ -89,15 +90,46 @@ def test_one_forward_pass_per_explanation(classifier, explainer, crop, bank):
     assert len(calls) == 1
 
 
-def test_only_the_last_layer_and_head_require_gradients(classifier, explainer, crop, bank):
-    explainer.explain(classifier, crop, bank, bank.template_set(), "nevus")
-    trainable = {name for name, p in classifier.model.named_parameters() if p.requires_grad}
-    last = len(classifier.model.vision_model.encoder.layers) - 1
-    allowed = (f"vision_model.encoder.layers.{last}.", "vision_model.post_layernorm.", "vision_model.head.")
-    assert trainable and all(name.startswith(allowed) for name in trainable)
-    assert any(name.startswith(allowed[0]) for name in trainable)
-    # No weight gradients are left behind after an explanation.
+def test_no_parameter_requires_or_keeps_a_gradient_around_an_explanation(classifier, explainer, crop, bank):
+    explanation = explainer.explain(classifier, crop, bank, bank.template_set(), "nevus")
+    assert explanation.heatmap.max() > 0
+    assert not any(p.requires_grad for p in classifier.model.parameters())
     assert all(p.grad is None for p in classifier.model.parameters())
+
+
+def _last_layer_gradient(classifier, crop, bank, unfreeze_weights: bool):
+    """d(a bank logit)/d(the last layer's layer_norm1 output), as Grad-CAM reads it."""
+    from plugins.medsiglip.gradcam import gradients_from_the_last_layer
+
+    vision = classifier.model.vision_model
+    text = classifier.text_embeddings(bank, bank.template_set())
+    kept = {}
+    handle = vision.encoder.layers[-1].layer_norm1.register_forward_hook(
+        lambda module, args, output: kept.update(activation=output) or output.retain_grad())
+    try:
+        if unfreeze_weights:  # the textbook way: the last layer and head trainable, so a graph records there
+            for module in (vision.encoder.layers[-1], vision.post_layernorm, vision.head):
+                module.requires_grad_(True)
+            marking = contextlib.nullcontext()
+        else:
+            marking = gradients_from_the_last_layer(vision)
+        with torch.enable_grad(), marking:
+            features = vision(pixel_values=classifier.pixel_values(crop)).pooler_output
+            logits, _ = classifier.logits_from_image_features(features, text)
+            logits[0, 1].backward()
+        weight_gradients = sum(p.grad is not None for p in classifier.model.parameters())
+        return kept["activation"].grad.clone(), weight_gradients
+    finally:
+        handle.remove()
+        classifier.model.requires_grad_(False)
+        classifier.model.zero_grad(set_to_none=True)
+
+
+def test_the_activation_gradient_is_the_unfrozen_layers_without_any_weight_gradient(classifier, crop, bank):
+    ours, ours_weight_gradients = _last_layer_gradient(classifier, crop, bank, unfreeze_weights=False)
+    textbook, textbook_weight_gradients = _last_layer_gradient(classifier, crop, bank, unfreeze_weights=True)
+    assert torch.allclose(ours, textbook, atol=1e-6) and ours.abs().max() > 0
+    assert ours_weight_gradients == 0 and textbook_weight_gradients > 0
 
 
 def test_explains_after_the_text_tower_is_released(tmp_path_factory, explainer, crop, bank):

@@ -120,6 +120,25 @@ def test_default_floor_gives_none_or_a_valid_detection(random_weights):
         assert 0 <= found.box.x0 < found.box.x1 <= 700 and 0 <= found.box.y0 < found.box.y1 <= 500
 
 
+def test_detecting_leaves_torchs_thread_count_as_it_was(random_weights):
+    """Ultralytics' first predict sets torch to cpu_count - 1 threads, process-wide; the detector puts it back."""
+    import torch
+    from ultralytics import YOLO
+    from ultralytics.utils import NUM_THREADS
+
+    before = torch.get_num_threads()
+    chosen = NUM_THREADS + 1  # a count ultralytics would never pick, so a change shows
+    torch.set_num_threads(chosen)
+    try:
+        photo, _ = make_lesion_photo(5, width=640, height=480)
+        YoloLesionDetector(random_weights).locate(photo)
+        assert torch.get_num_threads() == chosen
+        YOLO(str(random_weights), task="detect").predict(np.asarray(photo), verbose=False)  # ultralytics on its own
+        assert torch.get_num_threads() == NUM_THREADS  # what the detector protects against
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("size", [(700, 500), (500, 900)])
 def test_returns_the_models_best_box_in_photo_pixels(random_weights, size):
     """With the floor near zero random weights do return boxes: check the mapping of the best one."""

@@ -14,11 +14,16 @@ Ultralytics needs care in a privacy-first app:
 - Its ``.pt`` files are pickles. We load only the configured path, and ask
   ultralytics for its restricted loader (``torch.load(weights_only=True)`` with
   an allow-list of its own model classes), so a tampered file cannot run code.
+- Its predictor calls ``torch.set_num_threads(os.cpu_count() - 1)`` on a CPU
+  the first time it runs: on a 2-core clinic laptop every MedSigLIP forward
+  after the first detection would then run on one core (1.6-1.8x slower,
+  measured). ``_torch_threads_kept`` puts the process's setting back.
 - It is AGPL-3.0; keeping it inside this one module keeps that boundary visible.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from pathlib import Path
@@ -35,6 +40,19 @@ def _config_dir() -> Path:
     """Where ultralytics may write its settings file: the user's config dir, never the project."""
     base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
     return Path(base) / "privascan"
+
+
+@contextlib.contextmanager
+def _torch_threads_kept():
+    """Whatever ultralytics does inside, torch's intra-op thread count is the same afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
 
 
 def _import_ultralytics():
@@ -132,14 +150,15 @@ class YoloLesionDetector:
         # Ultralytics reads numpy arrays as OpenCV does: BGR. The array stays in
         # memory; a path or URL source would make it read (or fetch) a file.
         bgr = np.ascontiguousarray(rgb[..., ::-1])
-        results = model.predict(
-            bgr,
-            conf=self.min_confidence,
-            imgsz=self.image_size,
-            device=self.device,
-            verbose=False,
-            save=False,
-        )
+        with _torch_threads_kept():  # its first predict lowers torch's thread count for the whole process
+            results = model.predict(
+                bgr,
+                conf=self.min_confidence,
+                imgsz=self.image_size,
+                device=self.device,
+                verbose=False,
+                save=False,
+            )
         boxes = results[0].boxes
         if boxes is None or len(boxes) == 0:
             return None
