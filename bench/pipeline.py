@@ -14,7 +14,8 @@ synthetic lesions) through the real pipeline (``webapp.pipeline.
 analyse_image``: localize, crop, one pass of classification + Grad-CAM,
 render) and, in the same run, one plain vision forward per photo, the same
 through the int8 tower (``--int8``) and the baseline done the replaced
-system's way (bench/baseline.py), photo by photo back to back so that each
+system's way (bench/baseline.py: as that system runs, on the torch threads its
+in-process ultralytics leaves, and again on ours), photo by photo back to back so that each
 photo's ratios compare runs seconds apart (a shared host's load drifts
 within minutes); then one batched forward of all the crops against single
 forwards just before it (does batching queued photos pay on this host?).
@@ -220,7 +221,8 @@ def measure_start_up(directory: Path, cache_dir: Path, device: str | None, int8:
         fp32_s, int8_s = int8_warm["int8_timing"] or (float("nan"), float("nan"))
         print(f"  warm int8 start: ready {int8_warm['ready_s']:.2f} s after launch, start-up peak "
               f"{int8_warm['peak_gb']:.2f} GB, RSS after one analysis {int8_warm['steady_rss_gb']:.2f} GB; its start-up "
-              f"timing: one forward {fp32_s:.2f} s fp32, {int8_s:.2f} s int8; status line: {int8_warm['status']}")
+              f"timing: one encoder layer {fp32_s * 1000:.0f} ms fp32, {int8_s * 1000:.0f} ms int8; status line: "
+              f"{int8_warm['status']}")
     return {"cold": cold, "warm": warm, "int8": int8_warm}
 
 
