@@ -68,8 +68,8 @@ def prepare_first_run_caches(env: dict[str, str]) -> list[str]:
     """Build what the very first start of a fresh install would write once, and say what it was.
 
     The demo model (random weights in ~/.cache/privascan), matplotlib's font
-    list (pytorch-grad-cam imports matplotlib, which writes it on its first
-    import ever, at start-up) and the bank embeddings (``privascan prepare``,
+    list (written on matplotlib's first import ever; `privascan eval` and
+    ultralytics import it, the server itself no longer does) and the bank embeddings (``privascan prepare``,
     the deploy-time step) are caches of code, fonts and model output, never
     user data. Creating them here, in a separate untraced process, leaves the
     traced server in the state every later start of an installed server is in.

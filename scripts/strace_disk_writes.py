@@ -21,7 +21,8 @@ from its first system call, so start-up (imports, model loading) is covered
 too, not only the requests. Two caches that a fresh install writes exactly
 once, on its first start, are made beforehand in a separate, untraced process:
 the demo model (random weights in ~/.cache/privascan) and matplotlib's font
-list (pytorch-grad-cam imports matplotlib). Neither holds user data; every
+list (made on matplotlib's first import ever; `privascan eval` and
+ultralytics import it, the server itself no longer does). Neither holds user data; every
 later start of an installed server finds them, as the traced one does.
 
 With ``--through-nginx`` Debian's nginx runs in front with the deploy

@@ -172,3 +172,48 @@ def test_with_an_adapter_the_heatmap_explains_the_adapters_logit(classifier, exp
     assert explanation.zero_shot_scores.condition_ids == zero.condition_ids
     assert np.allclose(explanation.zero_shot_scores.probabilities, zero.probabilities, atol=1e-5)
     assert explanation.heatmap.shape == (448, 448) and explanation.heatmap.std() > 0.01
+
+
+def test_the_heatmap_is_pytorch_grad_cams_arithmetic(classifier, explainer, crop, bank):
+    """grad_cam is written out (pytorch-grad-cam's import costs the server 0.07 GB); the library, run here, agrees."""
+    from pytorch_grad_cam import GradCAM
+
+    from plugins.medsiglip.gradcam import RecordLogitsTarget, _bank_head_module, gradients_from_the_last_layer
+
+    ours = explainer.explain(classifier, crop, bank, bank.template_set(), "nevus")
+    vision = classifier.model.vision_model
+    head = _bank_head_module()(classifier, classifier.text_embeddings(bank, bank.template_set()))
+    target = RecordLogitsTarget([c.id for c in bank.conditions].index("nevus"))
+    cam = GradCAM(model=head, target_layers=[vision.encoder.layers[-1].layer_norm1], reshape_transform=tokens_to_grid)
+    try:
+        with torch.enable_grad(), gradients_from_the_last_layer(vision):
+            library = cam(input_tensor=classifier.pixel_values(crop), targets=[target])[0]
+    finally:
+        cam.activations_and_grads.release()
+    assert ours.heatmap.shape == library.shape == (448, 448)
+    assert np.allclose(ours.heatmap, np.clip(library, 0, 1), atol=1e-4)
+
+
+def test_the_inference_process_never_imports_pytorch_grad_cam(tiny_model_dir):
+    """Explaining a photo in a fresh interpreter loads neither pytorch-grad-cam nor scikit-learn."""
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    code = f"""
+import sys
+from PIL import Image
+from plugins.medsiglip import MedSigLIPClassifier, MedSigLIPGradCAM
+from tests.helpers import small_bank
+bank = small_bank()
+classifier = MedSigLIPClassifier({tiny_model_dir!r}, device="cpu")
+classifier.load()
+classifier.prepare(bank, bank.template_set())
+explanation = MedSigLIPGradCAM().explain(classifier, Image.new("RGB", (448, 448), (180, 120, 100)), bank, bank.template_set(), None)
+assert explanation.heatmap.shape == (448, 448)
+print(sorted(name for name in ("pytorch_grad_cam", "sklearn", "matplotlib") if name in sys.modules))
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"

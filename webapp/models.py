@@ -71,7 +71,7 @@ class ModelManager:
 
     def load_all(self) -> None:
         # Detectors and explainers with a load() import their libraries now,
-        # at start-up: some (matplotlib under pytorch-grad-cam, ultralytics)
+        # at start-up: some (ultralytics)
         # create cache folders on first import, which must not happen while
         # a user's photo is being handled.
         for name in self.registry.classifiers:

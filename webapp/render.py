@@ -11,10 +11,7 @@ from .interfaces import Box
 
 def heatmap_overlay_png(crop: Image.Image, heatmap: np.ndarray, image_weight: float = 0.55) -> bytes:
     """Blend a [0, 1] heatmap onto the crop (jet: dark blue = little, dark red = most), as PNG bytes."""
-    # Imported here: pytorch-grad-cam pulls in cv2 and matplotlib, which the
-    # rest of the web app never needs.
     import cv2
-    from pytorch_grad_cam.utils.image import show_cam_on_image
 
     rgb = np.asarray(crop.convert("RGB"), dtype=np.float32) / 255.0
     height, width = rgb.shape[:2]
@@ -22,9 +19,11 @@ def heatmap_overlay_png(crop: Image.Image, heatmap: np.ndarray, image_weight: fl
     if mask.shape != (height, width):
         mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_LINEAR)
     mask = np.clip(np.nan_to_num(mask), 0.0, 1.0)
-    # use_rgb=True: OpenCV's colour maps are BGR; without it red attention shows as blue.
-    blended = show_cam_on_image(rgb, mask, use_rgb=True, colormap=cv2.COLORMAP_JET, image_weight=image_weight)
-    return encode_png(Image.fromarray(blended, mode="RGB"))
+    # OpenCV's colour maps are BGR: converted, or red attention would show as blue.
+    colours = cv2.cvtColor(cv2.applyColorMap(np.uint8(255 * mask), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    blended = (1 - image_weight) * (np.float32(colours) / 255) + image_weight * rgb
+    blended = blended / blended.max()
+    return encode_png(Image.fromarray(np.uint8(255 * blended), mode="RGB"))
 
 
 def boxed_photo_jpeg(image: Image.Image, box: Box | None, region: Box | None, max_side: int = 1024) -> bytes:

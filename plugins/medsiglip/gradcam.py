@@ -1,6 +1,6 @@
 """Grad-CAM for MedSigLIP: the scores and the heatmap come from one forward pass.
 
-pytorch-grad-cam runs the vision tower once on the crop's pixel tensor (the same
+``grad_cam`` runs the vision tower once on the crop's pixel tensor (the same
 tensor ``classify`` uses) through a small head that turns pooled image features
 into bank logits with the classifier's cached class embeddings, scale and bias.
 Our target object records those logits, so the ``Scores`` need no second pass.
@@ -10,9 +10,8 @@ backward pass stops there and computes no weight gradient: the heatmap costs a
 few percent on top of one classification.
 
 The explainer returns the heatmap as an array; the core draws the overlay
-(webapp/render.py) and the page its legend. torch and pytorch-grad-cam are
-imported inside functions so that importing the plugin stays cheap;
-``load()`` imports pytorch-grad-cam at start-up.
+(webapp/render.py) and the page its legend. torch and cv2 are imported inside
+functions so that importing the plugin stays cheap.
 """
 
 from __future__ import annotations
@@ -104,6 +103,46 @@ def _bank_head_module():
     return BankLogits
 
 
+def grad_cam(model, layer, pixels: "torch.Tensor", target) -> np.ndarray:
+    """Grad-CAM (Selvaraju et al.) of ``target(model(pixels)[0])`` at ``layer``'s output, as a [0, 1] map of the input's size.
+
+    The tokens' gradients are averaged into one weight per channel, the
+    weighted activations summed and kept where positive, then scaled to
+    [0, 1] and resized to the input (bilinear) and scaled again: the same
+    arithmetic as pytorch-grad-cam's ``GradCAM`` with one target layer
+    (tests/test_gradcam.py compares the two), written out here because that
+    package's import pulls scikit-learn and matplotlib into the inference
+    process (0.07 GB resident) for a heatmap that uses neither.
+    """
+    import cv2
+
+    kept = {}
+
+    def keep(module, args, output):
+        if output.requires_grad:
+            output.retain_grad()
+        kept["activations"] = output
+
+    handle = layer.register_forward_hook(keep)
+    try:
+        output = model(pixels)
+    finally:
+        handle.remove()
+    target(output[0]).backward()
+    activations = tokens_to_grid(kept["activations"].detach())[0].float().cpu().numpy()  # (C, side, side)
+    gradients = tokens_to_grid(kept["activations"].grad)[0].float().cpu().numpy()
+    weights = gradients.mean(axis=(1, 2))
+    cam = np.maximum((weights[:, None, None] * activations).sum(axis=0), 0)
+    height, width = pixels.shape[-2:]
+    cam = cv2.resize(_unit_range(cam), (width, height))
+    return _unit_range(np.maximum(cam, 0)).astype(np.float32)
+
+
+def _unit_range(image: np.ndarray) -> np.ndarray:
+    image = image - image.min()
+    return np.float32(image / (1e-7 + image.max()))
+
+
 class RecordLogitsTarget:
     """A pytorch-grad-cam target that keeps the pass's logits and picks the class to explain.
 
@@ -129,11 +168,6 @@ class MedSigLIPGradCAM:
     explains = MedSigLIPClassifier.name
     supports_adapter = True  # explain(..., adapter=) explains an adapter's logit (webapp/adapter.py)
 
-    def load(self) -> None:
-        """Import pytorch-grad-cam at start-up: its matplotlib import creates cache folders once,
-        which must happen before any user's photo is handled, never during it."""
-        import pytorch_grad_cam  # noqa: F401
-
     def explain(
         self,
         classifier: Classifier,
@@ -149,7 +183,6 @@ class MedSigLIPGradCAM:
         over its conditions, and the heatmap explains the adapter's logit.
         """
         import torch
-        from pytorch_grad_cam import GradCAM
 
         if not isinstance(classifier, MedSigLIPClassifier):
             raise TypeError(f"{self.name} explains MedSigLIP classifiers, not {type(classifier).__name__}")
@@ -161,16 +194,8 @@ class MedSigLIPGradCAM:
         head = _bank_head_module()(classifier, text, adapter)
         pixels = classifier.pixel_values(crop)  # the very tensor classify() scores
         target = RecordLogitsTarget(index)
-        cam = GradCAM(
-            model=head,
-            target_layers=[vision_model.encoder.layers[-1].layer_norm1],
-            reshape_transform=tokens_to_grid,
-        )
-        try:
-            with torch.enable_grad(), gradients_from_the_last_layer(vision_model):
-                heatmaps = cam(input_tensor=pixels, targets=[target])
-        finally:
-            cam.activations_and_grads.release()
+        with torch.enable_grad(), gradients_from_the_last_layer(vision_model):
+            heatmap = grad_cam(head, vision_model.encoder.layers[-1].layer_norm1, pixels, target)
         scores = build_scores(condition_ids, target.logits, head.similarities[0])
         zero_shot = build_scores(bank_ids, head.zero_shot[0], head.zero_shot[1][0]) if head.zero_shot else None
         scores.embedding = unit_embeddings(head.features)[0]
@@ -179,6 +204,6 @@ class MedSigLIPGradCAM:
             scores.scope_probabilities = scope[0]
             if zero_shot is not None:
                 zero_shot.scope_probabilities = scope[0]
-        heatmap = np.clip(np.nan_to_num(heatmaps[0].astype(np.float32)), 0.0, 1.0)
+        heatmap = np.clip(np.nan_to_num(heatmap), 0.0, 1.0)
         return Explanation(scores=scores, condition_id=condition_ids[target.index], heatmap=heatmap, zero_shot_scores=zero_shot)
 
