@@ -199,10 +199,14 @@ def test_on_a_phone_the_alert_is_in_view_while_scanning_and_the_table_fits(serve
                                  form={n: "0.001" if n == "threshold_melanoma" else "1" for n in names}).ok
         page.reload()
         page.locator("#live-start").click()
-        alert = page.locator("#live-result .live-alert").first
-        expect(alert).to_be_visible(timeout=TIMEOUT_MS)
-        box = alert.bounding_box()
-        assert box["y"] < 844, box  # in view without scrolling, while the camera runs
+        expect(page.locator("#live-result .live-alert").first).to_be_visible(timeout=TIMEOUT_MS)
+        # Measured inside the page in one step: every frame swaps #live-result, so a handle
+        # found a moment earlier can already be detached (bounding_box() is then None).
+        top = page.wait_for_function("""() => {
+            const alert = document.querySelector("#live-result .live-alert");
+            return alert ? {top: alert.getBoundingClientRect().top} : null;
+        }""").json_value()["top"]
+        assert top < 844, top  # in view without scrolling, while the camera runs
         video = page.locator("#live-video").bounding_box()
         assert video["height"] <= 0.4 * 844, video
         table = page.locator("table.live-scores")
