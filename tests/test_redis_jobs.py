@@ -26,7 +26,7 @@ from webapp.jobs import OVERDUE
 from webapp.remote_jobs import RUNNING_KEY
 
 SECRET = "k" * 64  # tests/fleet.py gives the worker the same PRIVASCAN_SECRET_KEY
-DEADLINE = 20  # seconds a photo job may run before its card says it failed (far above the tiny model's time)
+DEADLINE = 10  # seconds a photo job may run before its card says it failed (far above the tiny model's time)
 LESION_LINK = re.compile(r'href="/lesions/([^"?/]+)"')
 
 

@@ -73,7 +73,8 @@ def answer(port: int, method: str, path: str, headers: dict | None = None, body:
 
 
 def run_slow_clients(capsys, *arguments: str) -> dict[str, str]:
-    done = subprocess.run([sys.executable, str(SCRIPTS / "slow_clients.py"), *arguments], cwd=REPO,
+    # 12 s of attack (the script's default is 20): two header timeouts' worth, every connection reopened at least once.
+    done = subprocess.run([sys.executable, str(SCRIPTS / "slow_clients.py"), "--seconds", "12", *arguments], cwd=REPO,
                           capture_output=True, text=True, check=False, timeout=400)
     report = done.stdout + done.stderr
     with capsys.disabled():  # the figures belong in the test output, passed or not
